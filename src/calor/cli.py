@@ -1,0 +1,235 @@
+"""The `calor` command: a thin shell over the Python API. Bad input exits 2 with one clear message."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import CalorError
+
+EPILOG = "Artifacts are cached by config hash under --cache (default runs/cache); rerunning reuses them."
+
+
+def _common(p: argparse.ArgumentParser, *, out: str | None = None) -> None:
+    p.add_argument("--scenario", default="mnist", help="built-in scenario name or a YAML file (default: mnist)")
+    p.add_argument("--seed", type=int, default=0, help="experiment seed (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--cache", default="runs/cache", help="artifact cache directory (default runs/cache)")
+    p.add_argument("--scenario-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario setting, e.g. target.epochs=5 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if out is not None:
+        p.add_argument("--out", default=out, help=f"output directory (default {out})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="calor",
+        description="Harden image classifiers against model inversion with CALoR, and measure what they still leak.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"calor {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="train an undefended and a CALoR target, attack both with GMI, write a report",
+                       description="Train the evaluation model, an undefended and a CALoR-defended target on the scenario, "
+                                   "attack both with GMI, and write results.json, report.md and image grids to --out. "
+                                   "A second run reuses the cached artifacts.", epilog=EPILOG)
+    _common(p, out="runs/demo")
+
+    p = sub.add_parser("train", help="train a target under a defense", epilog=EPILOG,
+                       description="Train (or load from the cache) the scenario's target under --defense and print its natural "
+                                   "accuracy and true-class confidence. Prints the artifact directory.")
+    _common(p)
+    p.add_argument("--defense", default="none", help="defense name (see `calor list defenses`)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="defense hyper-parameter (repeatable)")
+    p.add_argument("--evaluation-model", action="store_true", help="train the scenario's evaluation model instead")
+
+    p = sub.add_parser("attack", help="attack a trained target and compute the metrics", epilog=EPILOG,
+                       description="Run an attack against a target artifact (from `calor train`), judge its reconstructions "
+                                   "with the scenario's evaluation model, and write images and metrics to --out.")
+    _common(p, out="runs/attack")
+    p.add_argument("--target", required=True, help="target artifact directory (printed by `calor train`)")
+    p.add_argument("--attack", default="gmi", help="attack name (see `calor list attacks`)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="attack hyper-parameter (repeatable)")
+    p.add_argument("--classes", default=None, help="comma-separated class indices (default: the scenario's)")
+    p.add_argument("--per-class", type=int, default=None, help="reconstructions per class (default: the scenario's)")
+
+    p = sub.add_parser("evaluate", help="natural accuracy and confidence statistics of a classifier artifact", epilog=EPILOG,
+                       description="Evaluate a classifier artifact on the scenario's private test and train splits.")
+    _common(p)
+    p.add_argument("--target", required=True, help="classifier artifact directory")
+
+    p = sub.add_parser("list", help="list defenses, attacks, scenarios or models")
+    p.add_argument("what", nargs="?", default="all", choices=["all", "defenses", "attacks", "scenarios", "models"])
+    return parser
+
+
+def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
+    from . import progress
+    from .config import parse_assignments
+    from .pipeline import Workspace
+    from .runtime import resolve_device
+    from .scenario import load_scenario
+
+    progress.set_enabled(not args.quiet)
+    scenario = load_scenario(args.scenario)
+    if args.scenario_set:
+        scenario = scenario.with_overrides(parse_assignments(args.scenario_set))
+    return scenario, Workspace(cache=Path(args.cache), device=resolve_device(args.device))
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    from .report import text_table
+
+    scenario, ws = _setup(args)
+    t0 = time.perf_counter()
+    rows = run_demo(scenario, out=Path(args.out), seed=args.seed, ws=ws)
+    print(text_table(rows))
+    print(f"\nwrote {args.out}/results.json, report.md and grids in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import parse_assignments
+    from .pipeline import train_evaluation_model, train_target
+
+    scenario, ws = _setup(args)
+    if args.evaluation_model:
+        trained = train_evaluation_model(scenario, ws)
+    else:
+        trained = train_target(scenario, args.defense, seed=args.seed, settings=parse_assignments(args.set), ws=ws)
+    m = trained.meta["metrics"]
+    conf = m["train_confidence"]
+    print(f"defense           {trained.meta['defense']}  {json.dumps(trained.meta['defense_config'])}")
+    print(f"natural_acc       {m['natural_acc']:.4f}")
+    print(f"train confidence  mean {conf['mean']:.4f}  median {conf['quantiles']['q50']:.4f}  "
+          f"q05 {conf['quantiles']['q05']:.4f}  q95 {conf['quantiles']['q95']:.4f}")
+    for stage, summary in m["confidence_by_stage"].items():
+        print(f"  after {stage:<10} mean {summary['mean']:.4f}")
+    print(f"train_s           {m['train_seconds']:.1f}  ({m['seconds_per_epoch']:.2f} s/epoch)")
+    print(f"artifact          {trained.path}")
+    return 0
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from .config import parse_assignments
+    from .pipeline import attack_target, load_classifier, load_data, result_row, train_evaluation_model
+    from .report import reconstruction_grid, text_table, write_results
+
+    scenario, ws = _setup(args)
+    target = load_classifier(args.target, ws.device)
+    if target.meta.get("kind") != "target":
+        from .errors import ArtifactError
+
+        raise ArtifactError(f"{args.target}: is an evaluation model, not a target")
+    _check_same_data(scenario, target.meta)
+    classes = None
+    if args.classes:
+        from .config import _coerce
+
+        classes = _coerce(args.classes, list[int], "--classes")
+    evaluation = train_evaluation_model(scenario, ws)
+    run = attack_target(scenario, target, args.attack, seed=args.seed, settings=parse_assignments(args.set),
+                        classes=classes, per_class=args.per_class, ws=ws, eval_model=evaluation)
+    row = result_row(scenario, target, run, evaluation)
+    out = Path(args.out)
+    grid = reconstruction_grid(run.reconstructions.images, run.reconstructions.labels,
+                               run.metrics["nearest_private_index"], load_data(scenario), out / f"grid_{row['defense']}_{args.attack}.png")
+    write_results(out, [row], {"scenario": scenario.name, "seed": args.seed})
+    print(text_table([row]))
+    print(f"queries {row['queries']}  ·  grid {grid}  ·  results {out / 'results.json'}  ·  artifact {run.path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .metrics.accuracy import natural_accuracy
+    from .metrics.confidence import confidence_summary, true_class_confidence
+    from .pipeline import load_classifier, load_data
+
+    scenario, ws = _setup(args)
+    trained = load_classifier(args.target, ws.device)
+    _check_same_data(scenario, trained.meta)
+    data = load_data(scenario)
+    result = {
+        "artifact": str(trained.path), "defense": trained.meta["defense"],
+        "natural_acc": natural_accuracy(trained.model, data.x_test, data.y_test),
+        "train_acc": natural_accuracy(trained.model, data.x_train, data.y_train),
+        "train_confidence": confidence_summary(true_class_confidence(trained.model, data.x_train, data.y_train)),
+        "test_confidence": confidence_summary(true_class_confidence(trained.model, data.x_test, data.y_test)),
+    }
+    _print_json(result)
+    return 0
+
+
+def _check_same_data(scenario: Any, meta: dict[str, Any]) -> None:
+    from .errors import ConfigError
+    from .pipeline import data_key
+
+    recorded = {"data": meta.get("key", {}).get("data"), "resolution": meta.get("key", {}).get("resolution")}
+    if recorded != data_key(scenario):
+        raise ConfigError(f"the artifact was trained on another scenario's data ({meta.get('scenario', {}).get('name')!r}); "
+                          "pass the same --scenario (and --scenario-set) it was trained with")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .attacks import ATTACKS
+    from .attacks.base import describe as describe_attack
+    from .defenses import DEFENSES
+    from .defenses.base import describe as describe_defense
+    from .models import CLASSIFIERS
+    from .scenario import builtin_scenarios, load_scenario
+
+    what = args.what
+    if what in ("all", "defenses"):
+        print("defenses:")
+        for n in DEFENSES:
+            d = describe_defense(DEFENSES.get(n))
+            print(f"  {n:<10} {d['paper']}\n             defaults: {json.dumps(d['defaults'])}")
+    if what in ("all", "attacks"):
+        print("attacks:")
+        for n in ATTACKS:
+            d = describe_attack(ATTACKS.get(n))
+            print(f"  {n:<10} [{d['threat_model']}] {d['paper']}\n             defaults: {json.dumps(d['defaults'])}")
+    if what in ("all", "scenarios"):
+        print("scenarios:")
+        for n in builtin_scenarios():
+            print(f"  {n:<10} {load_scenario(n).description}")
+    if what in ("all", "models"):
+        print("models:")
+        for n in CLASSIFIERS:
+            print(f"  {n:<10} {(CLASSIFIERS.get(n).__doc__ or '').split(chr(10))[0]}")
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate, "list": cmd_list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except CalorError as exc:
+        print(f"calor {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished artifacts are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

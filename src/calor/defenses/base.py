@@ -1,0 +1,96 @@
+"""The Defense contract: a model transform, a loss, and training stages run by the one training loop."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import from_dict, to_dict
+from ..registry import Registry
+from ..scenario import ClassifierSpec
+
+DEFENSES: Registry = Registry("defense")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One phase of training (e.g. CALoR: 'lor' with CE, then 'ca' fine-tune).
+
+    `milestones` are fractions of `epochs` at which the learning rate is multiplied by `lr_decay`.
+    """
+
+    name: str
+    epochs: int
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    milestones: tuple[float, ...] = (0.75, 0.9)
+    lr_decay: float = 0.1
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """A defense with no hyper-parameters."""
+
+
+class Defense:
+    """Base class. A subclass sets `name`, `Config` (a frozen dataclass with the paper's defaults and a
+    `__post_init__` that validates), and overrides `prepare`, `loss` and, if it needs more than one
+    CE stage, `stages`. The per-epoch hook `on_epoch_start` serves schedules."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = NoConfig
+    paper: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any] | None = None) -> "Defense":
+        return cls(from_dict(cls.Config, dict(settings or {}), f"defense {cls.name!r}"))
+
+    def config_dict(self) -> dict[str, Any]:
+        return to_dict(self.config)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Transform a freshly built classifier (e.g. replace its head). Default: unchanged."""
+        return model
+
+    def stages(self, budget: ClassifierSpec) -> list[Stage]:
+        """Training stages; default: one CE stage with the scenario's budget."""
+        return [Stage("train", budget.epochs, "adam", budget.lr, augment=budget.augment)]
+
+    def on_epoch_start(self, stage: Stage, epoch: int) -> dict[str, float]:
+        """Called before each epoch; returns values to log for that epoch (schedules)."""
+        return {}
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Training-time forward pass: logits plus whatever the loss needs (features, KL terms...)."""
+        return model(x), {}
+
+    def loss(self, stage: Stage, logits: torch.Tensor, y: torch.Tensor, extras: dict[str, Any]) -> torch.Tensor:
+        """Training loss of one batch in `stage`. Default: cross-entropy."""
+        return F.cross_entropy(logits, y)
+
+
+def build_defense(name: str, settings: dict[str, Any] | None = None) -> Defense:
+    """Instantiate a registered defense with validated hyper-parameters (unknown keys are errors)."""
+    return DEFENSES.get(name).from_settings(settings)
+
+
+def describe(defense_cls: type[Defense]) -> dict[str, Any]:
+    return {
+        "name": defense_cls.name,
+        "paper": defense_cls.paper,
+        "defaults": to_dict(defense_cls.Config()) if dataclasses.is_dataclass(defense_cls.Config) else {},
+    }
+
+
+__all__ = ["DEFENSES", "Defense", "NoConfig", "Stage", "build_defense", "describe", "field"]

@@ -1,0 +1,104 @@
+"""CALoR: Confidence Adaptation + Low-Rank compression of the classification head.
+
+Yu et al., "CALoR: Towards Comprehensive Model Inversion Defense", arXiv 2410.05814 (2024).
+Stage 1 trains the classifier end to end with cross-entropy through the low-rank head
+BN -> Linear(d, r) -> tanh -> Linear(r, C); stage 2 fine-tunes all weights with the
+confidence-adaptation loss L_CA = alpha * p^gamma * log p, whose minimum lies at p* = exp(-1/gamma).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, collect
+from ..models.heads import ACTIVATIONS, LowRankHead
+from ..scenario import ClassifierSpec
+from .base import DEFENSES, Defense, Stage
+
+
+def confidence_adaptation_loss(logits: torch.Tensor, y: torch.Tensor, alpha: float = 0.25, gamma: float = 8.0) -> torch.Tensor:
+    """Batch mean of alpha * p^gamma * log p, p = softmax(logits)_y.
+
+    Not monotone in p: minimising it raises p below p* = exp(-1/gamma) and lowers it above, adapting
+    the true-class confidence to p* instead of 1. Computed from log-probabilities for stability.
+    """
+    log_p = torch.log_softmax(logits, dim=1).gather(1, y.view(-1, 1)).squeeze(1)
+    return (alpha * torch.exp(gamma * log_p) * log_p).mean()
+
+
+def ca_target_confidence(gamma: float) -> float:
+    """p* = exp(-1/gamma), the confidence the CA loss pulls every training sample towards."""
+    return math.exp(-1.0 / gamma)
+
+
+@dataclass(frozen=True)
+class CALoRConfig:
+    """Defaults: the authors' scripts (alpha 0.25, gamma 8, tanh) with r and the fine-tune budget chosen
+    for the embedded MNIST scenario by the sweep in benchmarks/sweep_calor.py (see docs)."""
+
+    rank: int = 50
+    activation: str = "tanh"
+    alpha: float = 0.25
+    gamma: float = 8.0
+    ca_epochs: int = 5
+    ca_optimizer: str = "sgd"
+    ca_lr: float = 2e-5
+    ca_momentum: float = 0.9
+    ca_milestones: tuple[float, ...] = (0.6, 0.8)
+    ca_augment: bool = False
+
+    def __post_init__(self) -> None:
+        p = []
+        if self.rank < 1:
+            p.append(f"rank={self.rank}: must be >= 1")
+        if self.activation not in ACTIVATIONS:
+            p.append(f"activation={self.activation!r}: choose one of {sorted(ACTIVATIONS)}")
+        if self.alpha <= 0:
+            p.append(f"alpha={self.alpha}: must be > 0")
+        if self.gamma <= 0:
+            p.append(f"gamma={self.gamma}: must be > 0 (p* = exp(-1/gamma))")
+        if self.ca_epochs < 0:
+            p.append(f"ca_epochs={self.ca_epochs}: must be >= 0 (0 = no CA stage)")
+        if self.ca_optimizer not in ("sgd", "adam"):
+            p.append(f"ca_optimizer={self.ca_optimizer!r}: choose sgd or adam")
+        if self.ca_lr <= 0:
+            p.append(f"ca_lr={self.ca_lr}: must be > 0")
+        if any(not 0 < m < 1 for m in self.ca_milestones):
+            p.append(f"ca_milestones={self.ca_milestones}: fractions in (0, 1)")
+        collect(p, "calor settings")
+
+
+@DEFENSES.register("calor")
+class CALoR(Defense):
+    """Low-rank tanh head trained with CE, then a confidence-adaptation fine-tune (arXiv 2410.05814)."""
+
+    name = "calor"
+    paper = "Yu et al. 2024, arXiv 2410.05814"
+    Config = CALoRConfig
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        d, c = model.feature_dim, model.num_classes
+        if self.config.rank > d:
+            raise ConfigError(f"calor: rank={self.config.rank} exceeds the model's feature_dim={d}")
+        model.head = LowRankHead(d, self.config.rank, c, self.config.activation)
+        return model
+
+    def stages(self, budget: ClassifierSpec) -> list[Stage]:
+        cfg = self.config
+        stages = [Stage("lor", budget.epochs, "adam", budget.lr, augment=budget.augment)]
+        if cfg.ca_epochs > 0:
+            stages.append(
+                Stage("ca", cfg.ca_epochs, cfg.ca_optimizer, cfg.ca_lr, momentum=cfg.ca_momentum,
+                      milestones=cfg.ca_milestones, augment=cfg.ca_augment)
+            )
+        return stages
+
+    def loss(self, stage: Stage, logits: torch.Tensor, y: torch.Tensor, extras: dict[str, Any]) -> torch.Tensor:
+        if stage.name == "ca":
+            return confidence_adaptation_loss(logits, y, self.config.alpha, self.config.gamma)
+        return super().loss(stage, logits, y, extras)

@@ -1,0 +1,311 @@
+"""Builds (or finds in the cache) every artifact a result needs: data, targets, evaluation model, priors,
+attack runs; and turns an attack run into one traceable result row.
+
+Every function here is a plain call with plain inputs; caching is by config hash, so nothing is
+recomputed when its config is unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .artifacts import config_hash, find_artifact, load_artifact, save_artifact
+from .attacks.base import Reconstructions, build_attack
+from .attacks.oracle import make_oracle
+from .attacks.priors import GanPrior, train_gan
+from .config import to_dict
+from .data.splits import SplitData, make_splits
+from .defenses.base import Defense, Stage, build_defense
+from .errors import ArtifactError
+from .metrics.accuracy import attack_accuracy, natural_accuracy
+from .metrics.confidence import confidence_summary, true_class_confidence
+from .metrics.fid import eval_fid
+from .metrics.knn import nearest_private
+from .metrics.accuracy import predict
+from .models.classifiers import Classifier, build_classifier
+from .models.gan import Critic, Generator
+from .progress import log
+from .runtime import seed_everything, versions
+from .scenario import ClassifierSpec, Scenario
+
+ARTIFACT_FORMAT = 1  # bump when a change makes old cached artifacts invalid
+EVAL_MODEL_SEED = 12345  # one evaluation model per scenario, independent of the experiment seeds
+
+
+@dataclass
+class Workspace:
+    """Where artifacts are cached and which device computes."""
+
+    cache: Path = Path("runs/cache")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+@dataclass
+class TrainedClassifier:
+    model: Classifier
+    meta: dict[str, Any]
+    path: Path
+
+
+@dataclass
+class AttackRun:
+    reconstructions: Reconstructions
+    metrics: dict[str, Any]
+    meta: dict[str, Any]
+    path: Path
+
+
+_DATA: dict[str, SplitData] = {}
+
+
+def data_key(scenario: Scenario) -> dict[str, Any]:
+    return {"data": to_dict(scenario.data), "resolution": scenario.resolution}
+
+
+def load_data(scenario: Scenario) -> SplitData:
+    """The scenario's split (memoised in-process: loading and splitting is deterministic)."""
+    key = config_hash(data_key(scenario))
+    if key not in _DATA:
+        _DATA[key] = make_splits(scenario)
+    return _DATA[key]
+
+
+def split_summary(data: SplitData) -> dict[str, Any]:
+    """The split's description without the (long) index lists."""
+    return {k: v for k, v in data.info.items() if k != "indices"}
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def defense_settings(scenario: Scenario, name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Scenario defaults for a defense (chosen for that data), then the user's overrides."""
+    return {**scenario.defenses.get(name, {}), **(overrides or {})}
+
+
+def _model_spec(data: SplitData, spec: ClassifierSpec) -> dict[str, Any]:
+    c, r, _ = data.image_shape
+    return {"arch": spec.arch, "num_classes": data.num_classes, "in_channels": c, "resolution": r,
+            "width": spec.width, "feature_dim": spec.feature_dim}
+
+
+def _build(model_spec: dict[str, Any], defense: Defense) -> Classifier:
+    model = build_classifier(model_spec["arch"], **{k: v for k, v in model_spec.items() if k != "arch"})
+    return defense.prepare(model)
+
+
+def load_classifier(path: Path | str, device: torch.device | None = None) -> TrainedClassifier:
+    """Rebuild a trained classifier (target or evaluation model) from its artifact directory."""
+    art = load_artifact(Path(path))
+    meta = art.meta
+    if meta.get("kind") not in ("target", "evaluation"):
+        raise ArtifactError(f"{path}: is a {meta.get('kind')!r} artifact, not a classifier")
+    try:
+        defense = build_defense(meta["defense"], meta["defense_config"])
+        model = _build(meta["model"], defense)
+        model.load_state_dict(art.tensors, strict=True)
+    except (KeyError, RuntimeError) as exc:
+        raise ArtifactError(f"{path}: weights do not match the recorded model ({exc})") from None
+    model.to(device or torch.device("cpu")).eval()
+    return TrainedClassifier(model, meta, Path(path))
+
+
+def _train_classifier_artifact(scenario: Scenario, role: str, spec: ClassifierSpec, defense_name: str, settings: dict[str, Any], seed: int, ws: Workspace) -> TrainedClassifier:
+    from .training import train_classifier
+
+    defense = build_defense(defense_name, settings)
+    data = load_data(scenario)
+    model_spec = _model_spec(data, spec)
+    key = {"format": ARTIFACT_FORMAT, "kind": role, **data_key(scenario), "model": model_spec, "budget": to_dict(spec),
+           "defense": defense_name, "defense_config": defense.config_dict(), "seed": seed}
+    h = config_hash(key)
+    path = ws.cache / ("targets" if role == "target" else "evaluation") / f"{defense_name}-{h}"
+    if find_artifact(path):
+        log(f"[dim]cached {role} {defense_name}: {path}[/dim]")
+        return load_classifier(path, ws.device)
+    seed_everything(seed)
+    model = _build(model_spec, defense)
+
+    def confidence_after(stage: Stage, m: torch.nn.Module) -> dict[str, Any]:
+        return {"train_confidence": confidence_summary(true_class_confidence(m, data.x_train, data.y_train))}
+
+    t0 = time.perf_counter()
+    history = train_classifier(model, defense, data.x_train, data.y_train, spec, device=ws.device, seed=seed,
+                               description=f"{role} {defense_name}", after_stage=confidence_after)
+    train_s = time.perf_counter() - t0
+    epochs = [h_ for h_ in history if h_["epoch"] is not None]
+    metrics = {
+        "natural_acc": natural_accuracy(model, data.x_test, data.y_test),
+        "train_confidence": confidence_summary(true_class_confidence(model, data.x_train, data.y_train)),
+        "test_confidence": confidence_summary(true_class_confidence(model, data.x_test, data.y_test)),
+        "confidence_by_stage": {h_["stage"]: h_["train_confidence"] for h_ in history if h_["epoch"] is None},
+        "train_seconds": train_s,
+        "seconds_per_epoch": sum(e["seconds"] for e in epochs) / max(len(epochs), 1),
+    }
+    meta = {"kind": role, "hash": h, "key": key, "model": model_spec, "defense": defense_name,
+            "defense_config": defense.config_dict(), "seed": seed, "metrics": metrics, "history": history,
+            "scenario": scenario.to_dict(), "data_split": split_summary(data), "versions": versions(), "created": _now()}
+    save_artifact(path, model.state_dict(), meta)
+    log(f"{role} {defense_name}: natural acc {metrics['natural_acc']:.4f}, mean train confidence "
+        f"{metrics['train_confidence']['mean']:.3f}, {train_s:.1f}s -> {path}")
+    return TrainedClassifier(model.eval(), meta, path)
+
+
+def train_target(scenario: Scenario, defense: str = "none", *, seed: int = 0, settings: dict[str, Any] | None = None, ws: Workspace | None = None) -> TrainedClassifier:
+    """Train (or load from cache) the scenario's target under `defense`."""
+    return _train_classifier_artifact(scenario, "target", scenario.target, defense, defense_settings(scenario, defense, settings), seed, ws or Workspace())
+
+
+def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None) -> TrainedClassifier:
+    """The scenario's evaluation classifier: a different, stronger architecture the attacker never sees."""
+    return _train_classifier_artifact(scenario, "evaluation", scenario.evaluation, "none", {}, EVAL_MODEL_SEED, ws or Workspace())
+
+
+class Priors:
+    """The PriorStore handed to attacks: trains each prior once per scenario and caches it."""
+
+    def __init__(self, scenario: Scenario, seed: int, ws: Workspace) -> None:
+        self.scenario, self.seed, self.ws = scenario, seed, ws
+        self.used: dict[str, str] = {}
+
+    def gan(self) -> GanPrior:
+        sc, ws = self.scenario, self.ws
+        data = load_data(sc)
+        key = {"format": ARTIFACT_FORMAT, "kind": "prior-gan", **data_key(sc), "prior": to_dict(sc.prior), "seed": self.seed}
+        h = config_hash(key)
+        path = ws.cache / "priors" / f"{sc.prior.kind}-{h}"
+        if find_artifact(path):
+            art = load_artifact(path)
+            c, r, _ = data.image_shape
+            prior = GanPrior(Generator(sc.prior.z_dim, r, c, sc.prior.width), Critic(r, c, sc.prior.width), sc.prior.kind)
+            try:
+                prior.generator.load_state_dict(_strip(art.tensors, "generator."))
+                prior.critic.load_state_dict(_strip(art.tensors, "critic."))
+            except RuntimeError as exc:
+                raise ArtifactError(f"{path}: weights do not match the prior config ({exc})") from None
+            log(f"[dim]cached GAN prior: {path}[/dim]")
+        else:
+            t0 = time.perf_counter()
+            prior, history = train_gan(data.x_public, sc.prior, device=ws.device, seed=self.seed)
+            tensors = {**{f"generator.{k}": v for k, v in prior.generator.state_dict().items()},
+                       **{f"critic.{k}": v for k, v in prior.critic.state_dict().items()}}
+            meta = {"kind": "prior-gan", "hash": h, "key": key, "seed": self.seed, "history": history,
+                    "train_seconds": time.perf_counter() - t0, "data_split": split_summary(data), "versions": versions(), "created": _now()}
+            save_artifact(path, tensors, meta)
+            log(f"GAN prior ({sc.prior.kind}): {meta['train_seconds']:.1f}s -> {path}")
+        self.used["gan"] = str(path)
+        prior.path = str(path)
+        prior.generator.to(ws.device).eval()
+        prior.critic.to(ws.device).eval()
+        return prior
+
+
+def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def evaluate_reconstructions(rec: Reconstructions, data: SplitData, eval_model: Classifier) -> dict[str, Any]:
+    """Attack accuracy (@1, @5 when > 5 classes), KNN distance and eval-FID against the attacked classes'
+    private training images, all in the evaluation model's eyes."""
+    classes = rec.labels.unique()
+    mask = torch.isin(data.y_train, classes)
+    priv_x, priv_y = data.x_train[mask], data.y_train[mask]
+    rec_feats = predict(eval_model, rec.images, features=True)
+    priv_feats = predict(eval_model, priv_x, features=True)
+    dists, nearest = nearest_private(rec_feats, rec.labels, priv_feats, priv_y)
+    metrics: dict[str, Any] = attack_accuracy(eval_model, rec.images, rec.labels)
+    metrics["knn_dist"] = dists.mean().item()
+    metrics["eval_fid"] = eval_fid(eval_model, rec.images, priv_x)
+    metrics["nearest_private_index"] = torch.nonzero(mask).view(-1)[nearest].tolist()  # into x_train
+    return metrics
+
+
+def attack_target(
+    scenario: Scenario,
+    target: TrainedClassifier,
+    attack: str = "gmi",
+    *,
+    seed: int = 0,
+    settings: dict[str, Any] | None = None,
+    classes: list[int] | None = None,
+    per_class: int | None = None,
+    ws: Workspace | None = None,
+    eval_model: TrainedClassifier | None = None,
+) -> AttackRun:
+    """Attack `target` with a registered attack (or load the cached run) and compute its metrics."""
+    ws = ws or Workspace()
+    settings = dict(settings or {})
+    atk_cls_cfg = build_attack(attack, settings).config_dict()
+    if "iterations" in atk_cls_cfg and atk_cls_cfg["iterations"] is None:
+        settings["iterations"] = scenario.attack.iterations
+    atk = build_attack(attack, settings)
+    classes = list(classes) if classes is not None else scenario.attacked_classes()
+    per_class = per_class or scenario.attack.per_class
+    eval_model = eval_model or train_evaluation_model(scenario, ws)
+    data = load_data(scenario)
+    bad = [c for c in classes if not 0 <= c < data.num_classes]
+    if bad:
+        from .errors import ConfigError
+
+        raise ConfigError(f"classes {bad}: the target has classes 0..{data.num_classes - 1}")
+    key = {"format": ARTIFACT_FORMAT, "kind": "attack", "target": target.meta["hash"], "eval_model": eval_model.meta["hash"],
+           "attack": attack, "attack_config": atk.config_dict(), "prior": to_dict(scenario.prior), "classes": classes,
+           "per_class": per_class, "seed": seed}
+    h = config_hash(key)
+    path = ws.cache / "attacks" / f"{attack}-{target.meta['defense']}-{h}"
+    if find_artifact(path):
+        art = load_artifact(path)
+        rec = Reconstructions(art.tensors["images"], art.tensors["labels"], art.tensors.get("latents"),
+                              art.meta["queries"], art.meta["attack_seconds"], art.meta.get("extras", {}))
+        log(f"[dim]cached attack {attack} on {target.meta['defense']}: {path}[/dim]")
+        return AttackRun(rec, art.meta["metrics"], art.meta, path)
+    oracle = make_oracle(target.model, atk.threat_model, data.num_classes, data.image_shape)
+    priors = Priors(scenario, seed, ws)
+    prior = atk.prepare(oracle, priors)
+    seed_everything(seed)
+    rec = atk.run(oracle, prior, classes, per_class, seed)
+    metrics = evaluate_reconstructions(rec, data, eval_model.model)
+    metrics["queries"] = rec.queries
+    metrics["attack_seconds"] = rec.seconds
+    meta = {"kind": "attack", "hash": h, "key": key, "attack": attack, "threat_model": atk.threat_model.value,
+            "attack_config": atk.config_dict(), "target": str(target.path), "eval_model": str(eval_model.path),
+            "priors": priors.used, "classes": classes, "per_class": per_class, "seed": seed, "metrics": metrics,
+            "queries": rec.queries, "attack_seconds": rec.seconds, "extras": rec.extras, "versions": versions(), "created": _now()}
+    tensors = {"images": rec.images, "labels": rec.labels}
+    if rec.latents is not None:
+        tensors["latents"] = rec.latents
+    save_artifact(path, tensors, meta)
+    log(f"attack {attack} on {target.meta['defense']}: acc@1 {metrics['attack_acc@1']:.3f}, knn {metrics['knn_dist']:.1f}, "
+        f"{rec.queries} queries, {rec.seconds:.1f}s")
+    return AttackRun(rec, metrics, meta, path)
+
+
+def result_row(scenario: Scenario, target: TrainedClassifier, run: AttackRun, eval_model: TrainedClassifier) -> dict[str, Any]:
+    """One traceable result row: the numbers, and everything that produced them."""
+    tm = target.meta["metrics"]
+    m = run.metrics
+    row = {
+        "scenario": scenario.name, "defense": target.meta["defense"], "attack": run.meta["attack"], "seed": run.meta["seed"],
+        "natural_acc": tm["natural_acc"], "attack_acc@1": m["attack_acc@1"],
+    }
+    if "attack_acc@5" in m:
+        row["attack_acc@5"] = m["attack_acc@5"]
+    row |= {
+        "knn_dist": m["knn_dist"], "eval_fid": m["eval_fid"], "train_s": tm["train_seconds"], "attack_s": m["attack_seconds"],
+        "queries": m["queries"], "mean_train_confidence": tm["train_confidence"]["mean"],
+        "confidence_by_stage": {k: v["mean"] for k, v in tm["confidence_by_stage"].items()},
+        "eval_model_acc": eval_model.meta["metrics"]["natural_acc"],
+        "classes": run.meta["classes"], "per_class": run.meta["per_class"],
+        "defense_config": target.meta["defense_config"], "attack_config": run.meta["attack_config"],
+        "target_seed": target.meta["seed"],
+        "artifacts": {"target": str(target.path), "eval_model": str(eval_model.path), "attack": str(run.path), **run.meta["priors"]},
+        "scenario_config": scenario.to_dict(), "data_split": target.meta["data_split"], "versions": versions(),
+    }
+    return row

@@ -1,0 +1,155 @@
+"""Scenarios: everything that defines an experiment's data, models and budgets, loadable from YAML.
+
+A scenario is the unit of reproducibility: its dict (plus a seed) determines every artifact calor builds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .config import from_dict, to_dict, with_overrides
+from .errors import ConfigError, collect
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the images come from and how they are split (GMI/MID/BiDO protocol by default)."""
+
+    source: str = "mnist-embedded"  # mnist-embedded | idx
+    path: Optional[str] = None  # directory with IDX files, for source=idx
+    private_classes: tuple[int, ...] = (0, 1, 2, 3, 4)
+    public_classes: tuple[int, ...] = (5, 6, 7, 8, 9)
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    max_per_class: Optional[int] = None  # cap images per class (tiny test scenarios)
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """An architecture and the budget of its (plain CE) training."""
+
+    arch: str = "cnn"
+    width: int = 32
+    feature_dim: int = 128
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 1e-3
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class PriorSpec:
+    """The attacker's GAN prior, trained on the public split."""
+
+    kind: str = "wgan-gp"  # wgan-gp (GMI) | dcgan
+    width: int = 32
+    z_dim: int = 100
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 2e-4
+    n_critic: int = 5
+    gp_weight: float = 10.0
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """Budget of an attack run: which classes, how many reconstructions each, how many iterations."""
+
+    classes: Optional[tuple[int, ...]] = None  # None = every private class
+    per_class: int = 5
+    iterations: int = 1500
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str = "custom"
+    description: str = ""
+    resolution: int = 32
+    data: DataSpec = field(default_factory=DataSpec)
+    target: ClassifierSpec = field(default_factory=ClassifierSpec)
+    evaluation: ClassifierSpec = field(default_factory=lambda: ClassifierSpec(arch="resnet", width=32, epochs=15))
+    prior: PriorSpec = field(default_factory=PriorSpec)
+    attack: AttackSpec = field(default_factory=AttackSpec)
+    defenses: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-defense default overrides
+    seeds: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        p: list[str] = []
+        if self.resolution < 8 or self.resolution % 4:
+            p.append(f"resolution={self.resolution}: must be a multiple of 4 and >= 8")
+        d = self.data
+        if not d.private_classes:
+            p.append("data.private_classes: empty")
+        if len(set(d.private_classes)) != len(d.private_classes):
+            p.append("data.private_classes: repeated class")
+        overlap = set(d.private_classes) & set(d.public_classes)
+        if overlap:
+            p.append(f"data.public_classes overlap the private ones: {sorted(overlap)}")
+        if not d.public_classes:
+            p.append("data.public_classes: empty (the attacker needs public data)")
+        if not 0.0 < d.test_fraction < 1.0:
+            p.append(f"data.test_fraction={d.test_fraction}: must be in (0, 1)")
+        if d.max_per_class is not None and d.max_per_class < 4:
+            p.append(f"data.max_per_class={d.max_per_class}: must be >= 4")
+        for name, spec in (("target", self.target), ("evaluation", self.evaluation)):
+            if spec.epochs < 1 or spec.batch_size < 1 or spec.width < 1 or spec.feature_dim < 1:
+                p.append(f"{name}: epochs, batch_size, width and feature_dim must be >= 1")
+            if spec.lr <= 0:
+                p.append(f"{name}.lr={spec.lr}: must be > 0")
+        if self.prior.kind not in ("wgan-gp", "dcgan"):
+            p.append(f"prior.kind={self.prior.kind!r}: choose wgan-gp or dcgan")
+        if self.prior.steps < 1 or self.prior.n_critic < 1 or self.prior.batch_size < 2:
+            p.append("prior: steps and n_critic must be >= 1, batch_size >= 2")
+        if self.attack.per_class < 1 or self.attack.iterations < 1:
+            p.append("attack: per_class and iterations must be >= 1")
+        if self.attack.classes is not None:
+            bad = [c for c in self.attack.classes if not 0 <= c < len(d.private_classes)]
+            if bad:
+                p.append(f"attack.classes {bad}: class indices must be in [0, {len(d.private_classes)})")
+        if not self.seeds:
+            p.append("seeds: empty")
+        collect(p, f"scenario {self.name!r}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.data.private_classes)
+
+    def attacked_classes(self) -> list[int]:
+        return list(self.attack.classes) if self.attack.classes is not None else list(range(self.num_classes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Scenario":
+        return with_overrides(self, overrides, f"scenario {self.name!r}")
+
+
+def builtin_scenarios() -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in resources.files("calor.scenarios").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """Load a built-in scenario by name (`mnist`) or a YAML file by path."""
+    text: str
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"scenario file {path} does not exist")
+        text = path.read_text()
+    else:
+        name = str(name_or_path)
+        if name not in builtin_scenarios():
+            raise ConfigError(f"unknown scenario {name!r}; built-in: {', '.join(builtin_scenarios())}, or pass a YAML file")
+        text = resources.files("calor.scenarios").joinpath(f"{name}.yaml").read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"scenario {name_or_path}: invalid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"scenario {name_or_path}: expected a mapping at the top level")
+    return from_dict(Scenario, data, f"scenario {name_or_path}")
