@@ -23,6 +23,10 @@ class MetricError(CalorError):
     """A metric could not be computed. Never replaced by a default value."""
 
 
+class TrainingError(CalorError):
+    """Training diverged (non-finite loss): usually a learning rate or loss weight that is too large."""
+
+
 class ThreatModelError(CalorError, PermissionError):
     """An attack asked an oracle for more access than its threat model grants."""
 

@@ -34,7 +34,7 @@ from .progress import log
 from .runtime import seed_everything, versions
 from .scenario import ClassifierSpec, Scenario
 
-ARTIFACT_FORMAT = 1  # bump when a change makes old cached artifacts invalid
+ARTIFACT_FORMAT = 2  # bump when a change makes old cached artifacts invalid
 EVAL_MODEL_SEED = 12345  # one evaluation model per scenario, independent of the experiment seeds
 
 
@@ -97,6 +97,7 @@ def _model_spec(data: SplitData, spec: ClassifierSpec) -> dict[str, Any]:
 
 
 def _build(model_spec: dict[str, Any], defense: Defense) -> Classifier:
+    defense.check_architecture(model_spec["arch"])
     model = build_classifier(model_spec["arch"], **{k: v for k, v in model_spec.items() if k != "arch"})
     return defense.prepare(model)
 
@@ -137,8 +138,8 @@ def _train_classifier_artifact(scenario: Scenario, role: str, spec: ClassifierSp
         return {"train_confidence": confidence_summary(true_class_confidence(m, data.x_train, data.y_train))}
 
     t0 = time.perf_counter()
-    history = train_classifier(model, defense, data.x_train, data.y_train, spec, device=ws.device, seed=seed,
-                               description=f"{role} {defense_name}", after_stage=confidence_after)
+    history = train_classifier(model, defense, data.x_train, data.y_train, spec, public=(data.x_public, data.y_public),
+                               device=ws.device, seed=seed, description=f"{role} {defense_name}", after_stage=confidence_after)
     train_s = time.perf_counter() - t0
     epochs = [h_ for h_ in history if h_["epoch"] is not None]
     metrics = {
@@ -148,6 +149,7 @@ def _train_classifier_artifact(scenario: Scenario, role: str, spec: ClassifierSp
         "confidence_by_stage": {h_["stage"]: h_["train_confidence"] for h_ in history if h_["epoch"] is None},
         "train_seconds": train_s,
         "seconds_per_epoch": sum(e["seconds"] for e in epochs) / max(len(epochs), 1),
+        "defense": defense.summary(),
     }
     meta = {"kind": role, "hash": h, "key": key, "model": model_spec, "defense": defense_name,
             "defense_config": defense.config_dict(), "seed": seed, "metrics": metrics, "history": history,

@@ -10,19 +10,11 @@ from torch import nn
 
 from .defenses.base import Defense, Stage
 from .data.transforms import random_shift
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
 from .progress import task
 from .scenario import ClassifierSpec
 
 MAX_SHIFT = 2  # pixels of random translation when a stage augments (digits are never flipped)
-
-
-def make_optimizer(stage: Stage, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    if stage.optimizer == "adam":
-        return torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
-    if stage.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=stage.lr, momentum=stage.momentum, weight_decay=stage.weight_decay)
-    raise ConfigError(f"stage {stage.name!r}: unknown optimizer {stage.optimizer!r} (adam or sgd)")
 
 
 def train_classifier(
@@ -31,13 +23,16 @@ def train_classifier(
     x: torch.Tensor,
     y: torch.Tensor,
     budget: ClassifierSpec,
+    public: tuple[torch.Tensor, torch.Tensor] | None = None,
     *,
     device: torch.device,
     seed: int,
     description: str = "train",
     after_stage: Callable[[Stage, nn.Module], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train `model` (already `defense.prepare`d) on (x, y) through every stage of `defense`.
+    """Train `model` (already `defense.prepare`d) on the private (x, y) through every stage of
+    `defense`; a stage with `data="public"` trains on `public` (labelled public data, e.g. TL-DMI's
+    pre-training — the defender may own labels the attacker never sees).
 
     Returns one log row per epoch: stage, epoch, loss, train accuracy, learning rate, seconds, and
     whatever the defense's `on_epoch_start` hook reported (e.g. a schedule value). `after_stage`, if
@@ -47,10 +42,20 @@ def train_classifier(
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
     history: list[dict[str, Any]] = []
-    n = len(x)
     for stage in defense.stages(budget):
+        if stage.data == "public":
+            if public is None:
+                raise ConfigError(f"stage {stage.name!r} trains on public data, but none was given")
+            sx, sy = public
+        elif stage.data == "private":
+            sx, sy = x, y
+        else:
+            raise ConfigError(f"stage {stage.name!r}: data={stage.data!r} (private or public)")
+        n = len(sx)
+        defense.on_stage_start(stage, model)
+        model.to(device)
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = make_optimizer(stage, params)
+        opt = defense.make_optimizer(stage, model, params, n, budget.batch_size)
         steps = sorted({max(1, round(m * stage.epochs)) for m in stage.milestones})
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=stage.lr_decay)
         batches = (n + budget.batch_size - 1) // budget.batch_size
@@ -66,17 +71,19 @@ def train_classifier(
                     if len(idx) < 2:  # batch norm cannot train on a single sample
                         advance()
                         continue
-                    xb = x[idx]
+                    xb = sx[idx]
                     if stage.augment:
                         xb = random_shift(xb, MAX_SHIFT, gen)
-                    xb, yb = xb.to(device), y[idx].to(device)
+                    xb, yb = xb.to(device), sy[idx].to(device)
                     logits, extras = defense.forward(model, xb)
                     loss = defense.loss(stage, logits, yb, extras)
                     if not torch.isfinite(loss):
-                        raise FloatingPointError(f"{description} [{stage.name}] epoch {epoch}: loss is {loss.item()}")
+                        raise TrainingError(f"{description} [{stage.name}] epoch {epoch}: loss became {loss.item()}; "
+                                            "lower the learning rate or the loss weights")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+                    defense.after_step(stage, model, xb, yb)
                     total_loss += loss.item() * len(idx)
                     correct += (logits.argmax(1) == yb).sum().item()
                     seen += len(idx)

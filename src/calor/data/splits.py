@@ -17,13 +17,16 @@ from .transforms import to_model_range
 
 @dataclass(frozen=True)
 class SplitData:
-    """Model-ready tensors. Private labels are remapped to 0..C-1; `class_names` gives the originals."""
+    """Model-ready tensors. Private labels are remapped to 0..C-1; `class_names` gives the originals.
+    Public labels exist for the defender's use only (e.g. TL-DMI pre-training); attacks receive
+    `x_public` alone."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
-    x_public: torch.Tensor  # the attacker's images; their labels are deliberately not kept
+    x_public: torch.Tensor  # the attacker's images (attacks get these only, never the labels)
+    y_public: torch.Tensor  # public labels remapped to 0..P-1: for defenses that pre-train on public data (TL)
     class_names: list[str]
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -72,6 +75,7 @@ def make_splits(scenario: Scenario) -> SplitData:
         public_idx.append(pick(c))
     tr, te, pu = (np.sort(np.concatenate(a)) for a in (train_idx, test_idx, public_idx))
     remap = {c: i for i, c in enumerate(spec.private_classes)}
+    pub_remap = {c: i for i, c in enumerate(spec.public_classes)}
     to_y = lambda idx: torch.tensor([remap[int(c)] for c in labels[idx]], dtype=torch.long)  # noqa: E731
     r = scenario.resolution
     info = {
@@ -92,6 +96,7 @@ def make_splits(scenario: Scenario) -> SplitData:
         x_test=to_model_range(images[te], r),
         y_test=to_y(te),
         x_public=to_model_range(images[pu], r),
+        y_public=torch.tensor([pub_remap[int(c)] for c in labels[pu]], dtype=torch.long),
         class_names=[str(c) for c in spec.private_classes],
         info=info | {"indices": {"private_train": tr.tolist(), "private_test": te.tolist(), "public": pu.tolist()}},
     )

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import from_dict, to_dict
+from ..errors import ConfigError
 from ..registry import Registry
 from ..scenario import ClassifierSpec
 
@@ -33,6 +34,16 @@ class Stage:
     milestones: tuple[float, ...] = (0.75, 0.9)
     lr_decay: float = 0.1
     augment: bool = True
+    data: str = "private"  # which labelled split the stage trains on: private | public
+
+
+def build_optimizer(stage: Stage, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimiser a stage asks for (Adam or SGD with momentum)."""
+    if stage.optimizer == "adam":
+        return torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
+    if stage.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=stage.lr, momentum=stage.momentum, weight_decay=stage.weight_decay)
+    raise ConfigError(f"stage {stage.name!r}: unknown optimizer {stage.optimizer!r} (adam or sgd)")
 
 
 @dataclass(frozen=True)
@@ -43,14 +54,23 @@ class NoConfig:
 class Defense:
     """Base class. A subclass sets `name`, `Config` (a frozen dataclass with the paper's defaults and a
     `__post_init__` that validates), and overrides `prepare`, `loss` and, if it needs more than one
-    CE stage, `stages`. The per-epoch hook `on_epoch_start` serves schedules."""
+    CE stage, `stages`. Hooks, all optional, called by `calor.training.train_classifier`:
+    `on_stage_start` (swap heads, freeze layers), `make_optimizer` (e.g. DP-SGD), `on_epoch_start`
+    (schedules; returns values logged per epoch), `after_step` (auxiliary optimisers, e.g. triggers),
+    and `summary` (numbers to record in the artifact, e.g. a privacy budget)."""
 
     name: ClassVar[str]
     Config: ClassVar[type] = NoConfig
     paper: ClassVar[str] = ""
+    architectures: ClassVar[tuple[str, ...] | None] = None  # None: any registered classifier
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.Config()
+
+    def check_architecture(self, arch: str) -> None:
+        if self.architectures is not None and arch not in self.architectures:
+            raise ConfigError(f"defense {self.name!r} needs a target architecture in {list(self.architectures)}, "
+                              f"the scenario's is {arch!r} (e.g. --scenario-set target.arch={self.architectures[0]})")
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any] | None = None) -> "Defense":
@@ -67,8 +87,22 @@ class Defense:
         """Training stages; default: one CE stage with the scenario's budget."""
         return [Stage("train", budget.epochs, "adam", budget.lr, augment=budget.augment)]
 
+    def on_stage_start(self, stage: Stage, model: nn.Module) -> None:
+        """Called before each stage's optimiser is built (may replace the head or freeze parameters)."""
+
+    def make_optimizer(self, stage: Stage, model: nn.Module, params: list[nn.Parameter], num_samples: int, batch_size: int) -> torch.optim.Optimizer:
+        """The stage's optimiser over the trainable `params`."""
+        return build_optimizer(stage, params)
+
     def on_epoch_start(self, stage: Stage, epoch: int) -> dict[str, float]:
         """Called before each epoch; returns values to log for that epoch (schedules)."""
+        return {}
+
+    def after_step(self, stage: Stage, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Called after each optimiser step with the batch (auxiliary updates)."""
+
+    def summary(self) -> dict[str, Any]:
+        """Numbers recorded in the trained artifact's metrics under `defense` (e.g. DP epsilon)."""
         return {}
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -89,8 +123,9 @@ def describe(defense_cls: type[Defense]) -> dict[str, Any]:
     return {
         "name": defense_cls.name,
         "paper": defense_cls.paper,
+        "architectures": list(defense_cls.architectures) if defense_cls.architectures else "any",
         "defaults": to_dict(defense_cls.Config()) if dataclasses.is_dataclass(defense_cls.Config) else {},
     }
 
 
-__all__ = ["DEFENSES", "Defense", "NoConfig", "Stage", "build_defense", "describe", "field"]
+__all__ = ["DEFENSES", "Defense", "NoConfig", "Stage", "build_defense", "build_optimizer", "describe", "field"]

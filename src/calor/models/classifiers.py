@@ -12,10 +12,16 @@ CLASSIFIERS: Registry = Registry("classifier architecture")
 
 
 class Classifier(nn.Module):
-    """Contract: `forward(x) = head(features(x))`; defenses that change the head just replace `head`."""
+    """Contract: `forward(x) = head(features(x))`, `features(x)` = the `blocks` applied in order.
+
+    Defenses that change the head just replace `head`; `blocks` (front to back, the last one
+    producing the `feature_dim`-dimensional penultimate features) is what defenses that work on
+    hidden layers (BiDO) or freeze the front of the network (TL) address.
+    """
 
     feature_dim: int
     num_classes: int
+    blocks: nn.ModuleList
 
     def __init__(self, feature_dim: int, num_classes: int) -> None:
         super().__init__()
@@ -23,7 +29,13 @@ class Classifier(nn.Module):
         self.head: nn.Module = LinearHead(feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def hidden_layers(self) -> list[nn.Module]:
+        """The blocks whose outputs are the hidden representations, front to back."""
+        return list(self.blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -41,16 +53,13 @@ class ConvNet(Classifier):
     def __init__(self, num_classes: int, in_channels: int = 1, resolution: int = 32, width: int = 32, feature_dim: int = 128) -> None:
         super().__init__(feature_dim, num_classes)
         w = width
-        self.body = nn.Sequential(
-            _conv_bn(in_channels, w), nn.MaxPool2d(2),
-            _conv_bn(w, 2 * w), nn.MaxPool2d(2),
-            _conv_bn(2 * w, 4 * w), nn.MaxPool2d(2),
-        )
         side = resolution // 8
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * side * side, feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(x))
+        self.blocks = nn.ModuleList([
+            nn.Sequential(_conv_bn(in_channels, w), nn.MaxPool2d(2)),
+            nn.Sequential(_conv_bn(w, 2 * w), nn.MaxPool2d(2)),
+            nn.Sequential(_conv_bn(2 * w, 4 * w), nn.MaxPool2d(2)),
+            nn.Sequential(nn.Flatten(), nn.Linear(4 * w * side * side, feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True)),
+        ])
 
 
 class BasicBlock(nn.Module):
@@ -81,18 +90,18 @@ class ResNet(Classifier):
     def __init__(self, num_classes: int, in_channels: int = 1, resolution: int = 32, width: int = 32, feature_dim: int = 128, blocks: int = 1) -> None:
         super().__init__(feature_dim, num_classes)
         w = width
-        self.stem = _conv_bn(in_channels, w)
-        layers: list[nn.Module] = []
+        layers: list[nn.Module] = [_conv_bn(in_channels, w)]
         cin = w
         for i, cout in enumerate((w, 2 * w, 4 * w, 8 * w)):
             for b in range(blocks):
                 layers.append(BasicBlock(cin, cout, 2 if (i > 0 and b == 0) else 1))
                 cin = cout
-        self.stages = nn.Sequential(*layers)
-        self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True))
+        layers.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True)))
+        self.blocks = nn.ModuleList(layers)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.stages(self.stem(x)))
+    def residual_blocks(self) -> list[BasicBlock]:
+        """The residual blocks, front to back (RoLSS scales the skip paths of the last ones)."""
+        return [b for b in self.blocks if isinstance(b, BasicBlock)]
 
 
 def build_classifier(arch: str, *, num_classes: int, in_channels: int, resolution: int, width: int, feature_dim: int) -> Classifier:

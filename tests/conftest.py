@@ -1,0 +1,41 @@
+"""Shared tiny fixtures: a 16x16 scenario that trains in seconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+os.environ.setdefault("CALOR_PROGRESS", "0")
+torch.set_num_threads(2)
+
+TINY = {
+    "name": "tiny",
+    "description": "16x16, 40 digits per class, a few steps everywhere",
+    "resolution": 16,
+    "data": {"source": "mnist-embedded", "private_classes": [0, 1, 2], "public_classes": [5, 6, 7],
+             "test_fraction": 0.25, "split_seed": 0, "max_per_class": 40},
+    "target": {"arch": "cnn", "width": 8, "feature_dim": 16, "epochs": 2, "batch_size": 32, "lr": 0.003},
+    "evaluation": {"arch": "resnet", "width": 4, "feature_dim": 16, "epochs": 2, "batch_size": 32, "lr": 0.003},
+    "prior": {"kind": "dcgan", "width": 8, "z_dim": 16, "steps": 10, "batch_size": 16},
+    "attack": {"per_class": 2, "iterations": 8},
+    "defenses": {"calor": {"rank": 2, "ca_epochs": 1, "ca_lr": 0.001}},
+    "seeds": [0],
+}
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+@pytest.fixture
+def tiny_scenario(tiny_yaml: Path):
+    from calor import load_scenario
+
+    return load_scenario(tiny_yaml)

@@ -1,0 +1,34 @@
+import torch
+
+from calor import Workspace, load_classifier, train_target
+from calor.pipeline import load_data
+
+
+def test_calor_target_records_confidence_per_stage(tiny_scenario, tmp_path) -> None:
+    ws = Workspace(cache=tmp_path)
+    t = train_target(tiny_scenario, "calor", seed=0, ws=ws)
+    stages = [h["stage"] for h in t.meta["history"] if h["epoch"] is not None]
+    assert stages == ["lor", "lor", "ca"]
+    assert set(t.meta["metrics"]["confidence_by_stage"]) == {"lor", "ca"}
+    assert 0 <= t.meta["metrics"]["natural_acc"] <= 1
+    assert t.meta["defense_config"]["rank"] == 2  # scenario default applied
+    # cached: the second call loads the same weights instead of training
+    again = train_target(tiny_scenario, "calor", seed=0, ws=ws)
+    assert again.path == t.path and again.meta["created"] == t.meta["created"]
+    loaded = load_classifier(t.path)
+    x = load_data(tiny_scenario).x_test[:4]
+    assert torch.allclose(loaded.model(x), t.model(x), atol=1e-5)
+
+
+def test_calor_without_ca_stage_trains_like_lor_only(tiny_scenario, tmp_path) -> None:
+    ws = Workspace(cache=tmp_path)
+    a = train_target(tiny_scenario, "calor", seed=0, settings={"ca_epochs": 0}, ws=ws)
+    assert [h["stage"] for h in a.meta["history"] if h["epoch"] is not None] == ["lor", "lor"]
+
+
+def test_training_is_reproducible_from_seed(tiny_scenario, tmp_path) -> None:
+    a = train_target(tiny_scenario, "none", seed=3, ws=Workspace(cache=tmp_path / "a"))
+    b = train_target(tiny_scenario, "none", seed=3, ws=Workspace(cache=tmp_path / "b"))
+    x = load_data(tiny_scenario).x_test
+    assert torch.allclose(a.model(x), b.model(x), atol=1e-5)
+    assert a.meta["hash"] == b.meta["hash"]
