@@ -22,7 +22,9 @@ TINY = {
     "evaluation": {"arch": "resnet", "width": 4, "feature_dim": 16, "epochs": 2, "batch_size": 32, "lr": 0.003},
     "prior": {"kind": "dcgan", "width": 8, "z_dim": 16, "steps": 10, "batch_size": 16},
     "attack": {"per_class": 2, "iterations": 8},
-    "defenses": {"calor": {"rank": 2, "ca_epochs": 1, "ca_lr": 0.001}},
+    "defenses": {"calor": {"rank": 2, "ca_epochs": 1, "ca_lr": 0.001},
+                 "lor": {"rank": 2}, "ca": {"ca_epochs": 1, "ca_lr": 0.001},
+                 "ls-ft": {"rank": 2, "ca_epochs": 1, "ca_lr": 0.001}},
     "seeds": [0],
 }
 

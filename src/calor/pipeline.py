@@ -11,7 +11,7 @@ import datetime as _dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -171,11 +171,49 @@ def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None) -> T
 
 
 class Priors:
-    """The PriorStore handed to attacks: trains each prior once per scenario and caches it."""
+    """The PriorStore handed to attacks: the attacker's public images, the shared GAN prior, and a
+    generic cache for attack-specific priors (surrogates, conditional GANs), keyed by config and —
+    when the prior depends on the target — by the target's hash too."""
 
-    def __init__(self, scenario: Scenario, seed: int, ws: Workspace) -> None:
-        self.scenario, self.seed, self.ws = scenario, seed, ws
+    def __init__(self, scenario: Scenario, seed: int, ws: Workspace, target_hash: str | None = None) -> None:
+        self.scenario, self.seed, self.ws, self.target_hash = scenario, seed, ws, target_hash
         self.used: dict[str, str] = {}
+        self.queries: dict[str, int] = {}  # target queries spent building each prior (its meta's "queries")
+
+    @property
+    def device(self) -> torch.device:
+        return self.ws.device
+
+    def public_images(self) -> torch.Tensor:
+        """The attacker's public images (never their labels)."""
+        return load_data(self.scenario).x_public
+
+    def cached(self, name: str, config: dict[str, Any], build: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]],
+               *, depends_on_target: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Return the tensors and meta of prior `name` for `config`, running `build()` (which returns
+        (tensors, extra meta)) only when no finished artifact exists for that key."""
+        if depends_on_target and self.target_hash is None:
+            raise ArtifactError(f"prior {name!r} depends on the target, but no target was given")
+        sc = self.scenario
+        key = {"format": ARTIFACT_FORMAT, "kind": f"prior-{name}", **data_key(sc), "config": config, "seed": self.seed,
+               "target": self.target_hash if depends_on_target else None}
+        h = config_hash(key)
+        path = self.ws.cache / "priors" / f"{name}-{h}"
+        if find_artifact(path):
+            art = load_artifact(path)
+            log(f"[dim]cached prior {name}: {path}[/dim]")
+            tensors, meta = art.tensors, art.meta
+        else:
+            t0 = time.perf_counter()
+            seed_everything(self.seed)
+            tensors, extra = build()
+            meta = {"kind": f"prior-{name}", "hash": h, "key": key, "seed": self.seed, **extra,
+                    "train_seconds": time.perf_counter() - t0, "versions": versions(), "created": _now()}
+            save_artifact(path, tensors, meta)
+            log(f"prior {name}: {meta['train_seconds']:.1f}s -> {path}")
+        self.used[name] = str(path)
+        self.queries[name] = int(meta.get("queries", 0))
+        return tensors, meta
 
     def gan(self) -> GanPrior:
         sc, ws = self.scenario, self.ws
@@ -269,12 +307,13 @@ def attack_target(
         log(f"[dim]cached attack {attack} on {target.meta['defense']}: {path}[/dim]")
         return AttackRun(rec, art.meta["metrics"], art.meta, path)
     oracle = make_oracle(target.model, atk.threat_model, data.num_classes, data.image_shape)
-    priors = Priors(scenario, seed, ws)
+    priors = Priors(scenario, seed, ws, target_hash=target.meta["hash"])
     prior = atk.prepare(oracle, priors)
     seed_everything(seed)
     rec = atk.run(oracle, prior, classes, per_class, seed)
     metrics = evaluate_reconstructions(rec, data, eval_model.model)
     metrics["queries"] = rec.queries
+    metrics["prior_queries"] = sum(priors.queries.values())
     metrics["attack_seconds"] = rec.seconds
     meta = {"kind": "attack", "hash": h, "key": key, "attack": attack, "threat_model": atk.threat_model.value,
             "attack_config": atk.config_dict(), "target": str(target.path), "eval_model": str(eval_model.path),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import torch
 
@@ -29,10 +29,21 @@ class Reconstructions:
 
 
 class PriorStore(Protocol):
-    """Gives attacks the priors they need, trained once and cached (see calor.pipeline)."""
+    """Gives attacks the priors they need, trained once and cached (implemented by calor.pipeline.Priors)."""
+
+    device: torch.device
 
     def gan(self) -> Any:
         """The GanPrior trained on the public split (see calor.attacks.priors)."""
+        ...
+
+    def public_images(self) -> torch.Tensor:
+        """The attacker's public images (no labels)."""
+        ...
+
+    def cached(self, name: str, config: dict[str, Any], build: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]],
+               *, depends_on_target: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors + meta of an attack-specific prior, built by `build()` once per config (and target)."""
         ...
 
 

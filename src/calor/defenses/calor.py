@@ -37,14 +37,41 @@ def ca_target_confidence(gamma: float) -> float:
 
 
 @dataclass(frozen=True)
-class CALoRConfig:
-    """Defaults: the authors' scripts (alpha 0.25, gamma 8, tanh) with r and the fine-tune budget chosen
-    for the embedded MNIST scenario by the sweep in benchmarks/sweep_calor.py (see docs)."""
+class LowRankSettings:
+    """Settings of the low-rank head (shared by `calor`, `lor` and `ls-ft`)."""
 
     rank: int = 50
     activation: str = "tanh"
+
+    def low_rank_problems(self) -> list[str]:
+        p = []
+        if self.rank < 1:
+            p.append(f"rank={self.rank}: must be >= 1")
+        if self.activation not in ACTIVATIONS:
+            p.append(f"activation={self.activation!r}: choose one of {sorted(ACTIVATIONS)}")
+        return p
+
+
+@dataclass(frozen=True)
+class CALossSettings:
+    """Settings of the confidence-adaptation loss (shared by `calor` and `ca`)."""
+
     alpha: float = 0.25
     gamma: float = 8.0
+
+    def ca_loss_problems(self) -> list[str]:
+        p = []
+        if self.alpha <= 0:
+            p.append(f"alpha={self.alpha}: must be > 0")
+        if self.gamma <= 0:
+            p.append(f"gamma={self.gamma}: must be > 0 (p* = exp(-1/gamma))")
+        return p
+
+
+@dataclass(frozen=True)
+class FineTuneSettings:
+    """The CA fine-tune schedule (shared by `calor`, `ca` and, as its LS fine-tune, `ls-ft`)."""
+
     ca_epochs: int = 5
     ca_optimizer: str = "sgd"
     ca_lr: float = 2e-5
@@ -52,25 +79,35 @@ class CALoRConfig:
     ca_milestones: tuple[float, ...] = (0.6, 0.8)
     ca_augment: bool = False
 
-    def __post_init__(self) -> None:
+    def fine_tune_problems(self) -> list[str]:
         p = []
-        if self.rank < 1:
-            p.append(f"rank={self.rank}: must be >= 1")
-        if self.activation not in ACTIVATIONS:
-            p.append(f"activation={self.activation!r}: choose one of {sorted(ACTIVATIONS)}")
-        if self.alpha <= 0:
-            p.append(f"alpha={self.alpha}: must be > 0")
-        if self.gamma <= 0:
-            p.append(f"gamma={self.gamma}: must be > 0 (p* = exp(-1/gamma))")
         if self.ca_epochs < 0:
-            p.append(f"ca_epochs={self.ca_epochs}: must be >= 0 (0 = no CA stage)")
+            p.append(f"ca_epochs={self.ca_epochs}: must be >= 0 (0 = no fine-tune stage)")
         if self.ca_optimizer not in ("sgd", "adam"):
             p.append(f"ca_optimizer={self.ca_optimizer!r}: choose sgd or adam")
         if self.ca_lr <= 0:
             p.append(f"ca_lr={self.ca_lr}: must be > 0")
         if any(not 0 < m < 1 for m in self.ca_milestones):
             p.append(f"ca_milestones={self.ca_milestones}: fractions in (0, 1)")
-        collect(p, "calor settings")
+        return p
+
+    def fine_tune_stages(self, name: str) -> list[Stage]:
+        """The fine-tune stage called `name`, or none when ca_epochs = 0."""
+        if self.ca_epochs == 0:
+            return []
+        return [Stage(name, self.ca_epochs, self.ca_optimizer, self.ca_lr, momentum=self.ca_momentum,
+                      milestones=self.ca_milestones, augment=self.ca_augment)]
+
+
+@dataclass(frozen=True)
+class CALoRConfig(FineTuneSettings, CALossSettings, LowRankSettings):
+    """Defaults: the authors' scripts (alpha 0.25, gamma 8, tanh) with r and the fine-tune budget chosen
+    for the embedded MNIST scenario by the sweep in benchmarks/sweep_calor.py (see docs).
+    Fields, in order: rank, activation, alpha, gamma, ca_epochs, ca_optimizer, ca_lr, ca_momentum,
+    ca_milestones, ca_augment (the bases are listed in reverse so that dataclass keeps this order)."""
+
+    def __post_init__(self) -> None:
+        collect(self.low_rank_problems() + self.ca_loss_problems() + self.fine_tune_problems(), "calor settings")
 
 
 @DEFENSES.register("calor")
@@ -89,14 +126,7 @@ class CALoR(Defense):
         return model
 
     def stages(self, budget: ClassifierSpec) -> list[Stage]:
-        cfg = self.config
-        stages = [Stage("lor", budget.epochs, "adam", budget.lr, augment=budget.augment)]
-        if cfg.ca_epochs > 0:
-            stages.append(
-                Stage("ca", cfg.ca_epochs, cfg.ca_optimizer, cfg.ca_lr, momentum=cfg.ca_momentum,
-                      milestones=cfg.ca_milestones, augment=cfg.ca_augment)
-            )
-        return stages
+        return [Stage("lor", budget.epochs, "adam", budget.lr, augment=budget.augment), *self.config.fine_tune_stages("ca")]
 
     def loss(self, stage: Stage, logits: torch.Tensor, y: torch.Tensor, extras: dict[str, Any]) -> torch.Tensor:
         if stage.name == "ca":

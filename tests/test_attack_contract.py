@@ -1,0 +1,48 @@
+"""Every registered attack goes through the same tiny end-to-end check via the `calor` command."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from calor.attacks import ATTACKS
+from calor.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_target(tmp_path_factory) -> tuple[Path, Path, Path]:
+    import yaml
+
+    from tests.conftest import TINY
+
+    root = tmp_path_factory.mktemp("attack-contract")
+    scenario = root / "tiny.yaml"
+    scenario.write_text(yaml.safe_dump(TINY))
+    cache = root / "cache"
+    assert main(["train", "--scenario", str(scenario), "--defense", "calor", "--cache", str(cache), "--quiet"]) == 0
+    target = next((cache / "targets").iterdir())
+    return scenario, cache, target
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_every_attack_runs_through_the_cli(name: str, tiny_target, tmp_path: Path, capsys) -> None:
+    scenario, cache, target = tiny_target
+    out = tmp_path / "out"
+    argv = ["attack", "--scenario", str(scenario), "--target", str(target), "--attack", name, "--classes", "0,1",
+            "--per-class", "2", "--cache", str(cache), "--out", str(out), "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    assert row["attack"] == name and row["classes"] == [0, 1] and row["per_class"] == 2
+    assert 0.0 <= row["attack_acc@1"] <= 1.0 and row["knn_dist"] >= 0.0 and row["queries"] > 0
+    assert (out / f"grid_calor_{name}.png").is_file()
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_every_attack_declares_threat_model_and_paper(name: str) -> None:
+    from calor import ConfigError
+
+    cls = ATTACKS.get(name)
+    assert cls.paper and cls.threat_model.value in ("white-box", "black-box", "label-only")
+    cls.from_settings({})
+    with pytest.raises(ConfigError):
+        cls.from_settings({"no_such_setting": 1})
