@@ -23,8 +23,11 @@ def test_demo_end_to_end_writes_results_report_and_grids(tiny_yaml: Path, tmp_pa
         assert r["scenario_config"]["name"] == "tiny" and r["versions"]["torch"] and r["data_split"]["sizes"]
         assert Path(r["artifacts"]["target"], "meta.json").is_file()
         assert "attack_acc@5" not in r  # only 3 classes
-    assert (out / "report.md").read_text().count("![") == 2
-    assert (out / "grid_none_gmi.png").is_file() and (out / "grid_calor_gmi.png").is_file()
+    md = (out / "report.md").read_text()
+    assert md.count("![") == 4  # privacy-utility plot, confidence histograms, two reconstruction grids
+    grids = sorted(p.name for p in (out / "grids").glob("*.png"))
+    assert len(grids) == 2 and grids[0].startswith("calor-gmi") and grids[1].startswith("none-gmi")
+    assert "id=main-table" in (out / "report.html").read_text()
     assert len(json.loads((out / "split.json").read_text())["indices"]["private_train"]) == 90
     # second run: everything comes from the cache
     before = sorted(p.name for p in (cache / "targets").iterdir())

@@ -16,6 +16,7 @@ EPILOG = "Artifacts are cached by config hash under --cache (default runs/cache)
 
 
 def _common(p: argparse.ArgumentParser, *, out: str | None = None) -> None:
+    """Options shared by the commands that run work on a scenario."""
     p.add_argument("--scenario", default="mnist", help="built-in scenario name or a YAML file (default: mnist)")
     p.add_argument("--seed", type=int, default=0, help="experiment seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
@@ -65,6 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--target", required=True, help="classifier artifact directory")
 
+    p = sub.add_parser("bench", help="run the defenses x attacks x seeds grid (resumable) and write the report", epilog=EPILOG,
+                       description="Plan every (defense, attack, seed) cell, run the unfinished ones (each stored atomically in "
+                                   "--out/cells/ as it finishes, so an interrupted bench resumes), then write report.md and "
+                                   "report.html. --sweep varies one defense setting at a time around the scenario's defaults.")
+    _common(p, out=None)
+    p.add_argument("--out", default=None, help="output directory (default runs/bench-<scenario>)")
+    p.add_argument("--defenses", default="none,calor", help="comma-separated defenses (default none,calor)")
+    p.add_argument("--attacks", default="gmi", help="comma-separated attacks (default gmi)")
+    p.add_argument("--seeds", type=int, default=2, help="number of seeds, 0..N-1 (default 2)")
+    p.add_argument("--sweep", action="append", default=[], metavar="DEFENSE.SETTING=V1,V2",
+                   help="sensitivity sweep, e.g. calor.rank=2,4,8,16 (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time, run nothing")
+
+    p = sub.add_parser("report", help="(re)write report.md and report.html of a bench directory",
+                       description="Rebuild the report of a `calor bench` output directory from its stored cells.")
+    p.add_argument("directory", help="a bench output directory (contains plan.json and cells/)")
+
     p = sub.add_parser("list", help="list defenses, attacks, scenarios or models")
     p.add_argument("what", nargs="?", default="all", choices=["all", "defenses", "attacks", "scenarios", "models"])
     return parser
@@ -96,7 +114,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rows = run_demo(scenario, out=Path(args.out), seed=args.seed, ws=ws)
     print(text_table(rows))
-    print(f"\nwrote {args.out}/results.json, report.md and grids in {time.perf_counter() - t0:.1f}s")
+    print(f"\nwrote {args.out}/results.json, report.md, report.html and grids in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_protocol, estimate_seconds, finished_cells, parse_sweeps, plan_bench, run_bench
+    from .report import text_table, write_report
+
+    scenario, ws = _setup(args)
+    if args.seeds < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
+    names = lambda text: [n.strip() for n in text.split(",") if n.strip()]  # noqa: E731
+    plan = plan_bench(scenario, names(args.defenses), names(args.attacks), list(range(args.seeds)), parse_sweeps(args.sweep))
+    out = Path(args.out or f"runs/bench-{scenario.name}")
+    if args.dry_run:
+        done = finished_cells(out)
+        for i, c in enumerate(plan.cells, 1):
+            status = "done" if c.cell_id(scenario) in done else "todo"
+            print(f"{i:>3}  {c.label:<28} {c.attack:<18} seed {c.seed}  {status}")
+        print(f"{len(plan.cells)} cells ({sum(c.cell_id(scenario) in done for c in plan.cells)} done); "
+              f"estimated cold run on 2 CPU cores: ~{estimate_seconds(plan) / 60:.0f} min (cached artifacts make it shorter)")
+        return 0
+    t0 = time.perf_counter()
+    rows = run_bench(plan, out=out, ws=ws, show=not args.quiet)
+    paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
+    print(text_table(rows))
+    print(f"\n{len(rows)} cells; report: {paths['markdown']} and {paths['html']} ({time.perf_counter() - t0:.1f}s)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .bench import bench_protocol, finished_cells, plan_bench
+    from .config import from_dict
+    from .errors import ArtifactError
+    from .report import text_table, write_report
+    from .scenario import Scenario
+
+    out = Path(args.directory)
+    plan_file = out / "plan.json"
+    if not plan_file.is_file():
+        raise ArtifactError(f"{out}: no plan.json — not a `calor bench` output directory")
+    try:
+        saved = json.loads(plan_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{plan_file}: corrupt JSON ({exc})") from None
+    scenario = from_dict(Scenario, saved["scenario_config"], "plan.json scenario")
+    done = finished_cells(out)
+    rows = [done[c] for c in saved["cells"] if c in done]
+    if not rows:
+        raise ArtifactError(f"{out}: no finished cells yet; run `calor bench` first")
+    defenses = list(dict.fromkeys(r["defense"] for r in rows))
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    plan = plan_bench(scenario, defenses, attacks, sorted({r["seed"] for r in rows}), saved.get("sweeps") or {})
+    paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
+    print(text_table(rows))
+    missing = len(saved["cells"]) - len(rows)
+    print(f"\n{len(rows)} cells{f' ({missing} not finished)' if missing else ''}; report: {paths['markdown']} and {paths['html']}")
     return 0
 
 
@@ -124,8 +200,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from .config import parse_assignments
+    from .artifacts import write_json_atomic
     from .pipeline import attack_target, load_classifier, load_data, result_row, train_evaluation_model
-    from .report import reconstruction_grid, text_table, write_results
+    from .report import reconstruction_grid, text_table
 
     scenario, ws = _setup(args)
     target = load_classifier(args.target, ws.device)
@@ -146,7 +223,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     out = Path(args.out)
     grid = reconstruction_grid(run.reconstructions.images, run.reconstructions.labels,
                                run.metrics["nearest_private_index"], load_data(scenario), out / f"grid_{row['defense']}_{args.attack}.png")
-    write_results(out, [row], {"scenario": scenario.name, "seed": args.seed})
+    write_json_atomic(out / "results.json", {"rows": [row | {"grid": grid.name}]})
     print(text_table([row]))
     print(f"queries {row['queries']}  ·  grid {grid}  ·  results {out / 'results.json'}  ·  artifact {run.path}")
     return 0
@@ -212,7 +289,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate, "list": cmd_list}
+COMMANDS = {"demo": cmd_demo, "bench": cmd_bench, "report": cmd_report, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate, "list": cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -333,14 +333,16 @@ def result_row(scenario: Scenario, target: TrainedClassifier, run: AttackRun, ev
     tm = target.meta["metrics"]
     m = run.metrics
     row = {
-        "scenario": scenario.name, "defense": target.meta["defense"], "attack": run.meta["attack"], "seed": run.meta["seed"],
+        "scenario": scenario.name, "defense": target.meta["defense"], "label": target.meta["defense"], "variant": {},
+        "attack": run.meta["attack"], "seed": run.meta["seed"],
         "natural_acc": tm["natural_acc"], "attack_acc@1": m["attack_acc@1"],
     }
     if "attack_acc@5" in m:
         row["attack_acc@5"] = m["attack_acc@5"]
     row |= {
         "knn_dist": m["knn_dist"], "eval_fid": m["eval_fid"], "train_s": tm["train_seconds"], "attack_s": m["attack_seconds"],
-        "queries": m["queries"], "mean_train_confidence": tm["train_confidence"]["mean"],
+        "queries": m["queries"], "prior_queries": m.get("prior_queries", 0), "mean_train_confidence": tm["train_confidence"]["mean"],
+        "train_confidence_histogram": tm["train_confidence"]["histogram"],
         "confidence_by_stage": {k: v["mean"] for k, v in tm["confidence_by_stage"].items()},
         "eval_model_acc": eval_model.meta["metrics"]["natural_acc"],
         "classes": run.meta["classes"], "per_class": run.meta["per_class"],

@@ -1,6 +1,8 @@
 """Attacks: one file each, registered in ATTACKS; the target is reached only through an oracle."""
 
-from . import gmi  # noqa: F401  (registration)
+from . import gmi, kedmi, lomma  # noqa: F401  (registration)
+from . import brepmi, lokt, mirror_b  # noqa: F401  (registration)
+from . import adaptive_bpda, adaptive_logit, adaptive_pstar, adaptive_surrogate, plgmi  # noqa: F401  (registration)
 from .base import ATTACKS, Attack, Reconstructions, build_attack, describe
 from .gmi import GMI, GMIConfig
 from .oracle import BlackBoxOracle, LabelOnlyOracle, ThreatModel, WhiteBoxOracle, make_oracle

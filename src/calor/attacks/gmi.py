@@ -58,6 +58,11 @@ class GMI(Attack):
         """The term that pulls G(z) towards class y (cross-entropy in GMI)."""
         return F.cross_entropy(logits, y)
 
+    def identity_term(self, oracle: WhiteBoxOracle, prior: Any, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The identity loss of generated `images`: `identity_loss` of the target's logits. Attacks that need
+        the images themselves (surrogate models, feature terms: LOMMA) override this instead."""
+        return self.identity_loss(oracle.logits(images), y)
+
     def _run(self, oracle: WhiteBoxOracle, prior: GanPrior, classes: list[int], per_class: int, gen: torch.Generator) -> Reconstructions:
         G, D = prior.generator, prior.critic
         cfg = self.config
@@ -72,7 +77,7 @@ class GMI(Attack):
             for it in range(iterations):
                 fake = G(z)
                 prior_loss = prior.energy(fake).mean()
-                iden_loss = self.identity_loss(oracle.logits(fake), y)
+                iden_loss = self.identity_term(oracle, prior, fake, y)
                 loss = prior_loss + cfg.lam * iden_loss
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -1,0 +1,51 @@
+"""adaptive-logit — GMI with a logit-space identity loss that never looks at the softmax.
+
+Adaptive attack against CALoR's **confidence-adaptation lever** (Yu et al., arXiv 2410.05814, 2024).
+CA reshapes the *softmax* confidence of real data (towards p* < 1); a softmax cross-entropy attack is
+steered by that reshaped confidence. This attack optimises the raw logits instead:
+
+    margin (default):  max_{j != y} z_j - z_y      (PLG-MI's max-margin loss; also the C&W margin)
+    logit:             -z_y                        (LOMMA's logit loss)
+
+so the confidence level CA trained for is irrelevant to its objective; against the low-rank head it still
+meets the tanh logit bound and saturation (see adaptive-bpda for that lever). Everything else is GMI
+(Zhang et al., CVPR 2020): same prior term, SGD lr 0.02 m 0.9, lam = 100, latents clamped to [-1, 1];
+this class only replaces GMI's `identity_loss`.
+
+Deviation: unlike cross-entropy, these losses never saturate, so with GMI's lam = 100 the identity term
+dominates the prior term more than in GMI (LOMMA uses the logit loss with GMI's weights too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import collect
+from .base import ATTACKS
+from .gmi import GMI, GMIConfig
+from .losses import logit_loss, max_margin_loss
+from .oracle import ThreatModel
+
+KINDS = {"margin": max_margin_loss, "logit": logit_loss}
+
+
+@dataclass(frozen=True)
+class LogitConfig(GMIConfig):
+    kind: str = "margin"  # margin | logit
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        collect([] if self.kind in KINDS else [f"kind={self.kind!r}: choose one of {', '.join(KINDS)}"], "adaptive-logit settings")
+
+
+@ATTACKS.register("adaptive-logit")
+class AdaptiveLogit(GMI):
+    name = "adaptive-logit"
+    threat_model = ThreatModel.WHITE_BOX
+    paper = "adaptive attack on CALoR (Yu et al., arXiv 2410.05814) built on GMI (Zhang et al., CVPR 2020)"
+    Config = LogitConfig
+
+    def identity_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return KINDS[self.config.kind](logits, y)

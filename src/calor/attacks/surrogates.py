@@ -1,0 +1,109 @@
+"""Shared helpers for attacks that use the target's outputs on public data: soft labels, knowledge
+distillation of surrogate classifiers, and the target's penultimate features.
+
+Every helper reaches the target only through an oracle, so queries are counted; `distill` never sees
+the target at all (it gets the soft labels), so it serves black-box attacks too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, ThreatModelError
+from ..models.classifiers import Classifier
+from ..progress import task
+from .oracle import BlackBoxOracle, WhiteBoxOracle
+
+
+@torch.no_grad()
+def soft_labels(oracle: BlackBoxOracle, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The target's softmax outputs on `images` (N, K), on the CPU; costs len(images) queries."""
+    return torch.cat([oracle.probs(images[i:i + batch_size]).cpu() for i in range(0, len(images), batch_size)])
+
+
+def soft_cross_entropy(logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """Batch mean of -sum_k p_k log softmax(logits)_k (cross-entropy against soft labels)."""
+    return -(probs * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Hinton KD: KL(teacher_T || student_T) * T^2, batch mean. `teacher_probs` are the teacher's softmax at
+    temperature 1 (what an oracle returns); they are re-tempered through their logarithms."""
+    t = temperature
+    teacher = F.softmax(torch.log(teacher_probs.clamp_min(1e-12)) / t, dim=1) if t != 1.0 else teacher_probs
+    return F.kl_div(F.log_softmax(student_logits / t, dim=1), teacher, reduction="batchmean") * t * t
+
+
+def distill(student: nn.Module, images: torch.Tensor, teacher_probs: torch.Tensor, *, epochs: int, batch_size: int,
+            lr: float, gen: torch.Generator, device: torch.device, temperature: float = 1.0,
+            description: str = "distill surrogate") -> list[dict[str, Any]]:
+    """Train `student` (in place) to match `teacher_probs` on `images` with the KD loss and Adam.
+
+    Returns one log row per epoch (mean KD loss and top-1 agreement with the teacher). The student is
+    left in eval mode."""
+    student.to(device).train()
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    n, bs = len(images), min(batch_size, len(images))
+    log: list[dict[str, Any]] = []
+    with task(description, epochs) as advance:
+        for epoch in range(epochs):
+            order = torch.randperm(n, generator=gen)
+            total, agree = 0.0, 0
+            for i in range(0, n - bs + 1, bs):  # drop the ragged last batch (BatchNorm needs > 1 sample)
+                idx = order[i:i + bs]
+                x, p = images[idx].to(device), teacher_probs[idx].to(device)
+                logits = student(x)
+                loss = distillation_loss(logits, p, temperature)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                agree += (logits.argmax(1) == p.argmax(1)).sum().item()
+            seen = (n // bs) * bs
+            log.append({"epoch": epoch, "kd_loss": total / max(seen, 1), "agreement": agree / max(seen, 1)})
+            advance(info=f"KD {log[-1]['kd_loss']:.3f}")
+    student.eval()
+    return log
+
+
+def logits_and_features(oracle: WhiteBoxOracle, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target's logits and penultimate features for `images` in one forward pass through the oracle
+    (so the images are counted as queries): the features are the input of the classifier's `head`,
+    captured by a forward pre-hook. Differentiable when `images` is."""
+    module = oracle.module
+    head = getattr(module, "head", None)
+    if not isinstance(module, Classifier) or not isinstance(head, nn.Module):
+        raise ThreatModelError(f"target {type(module).__name__} exposes no classifier head: its features are unavailable")
+    captured: list[torch.Tensor] = []
+    handle = head.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
+    try:
+        logits = oracle.logits(images)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise ThreatModelError(f"target head ran {len(captured)} times in one forward pass; cannot read its features")
+    return logits, captured[0]
+
+
+@torch.no_grad()
+def public_features(oracle: WhiteBoxOracle, images: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target's penultimate features and predicted labels on `images` (CPU); len(images) queries."""
+    feats, labels = [], []
+    for i in range(0, len(images), batch_size):
+        logits, f = logits_and_features(oracle, images[i:i + batch_size])
+        feats.append(f.cpu())
+        labels.append(logits.argmax(1).cpu())
+    return torch.cat(feats), torch.cat(labels)
+
+
+def scenario_of(priors: Any) -> Any:
+    """The Scenario behind a PriorStore (calor.pipeline.Priors carries it): attack-specific priors size
+    their training from its budgets (`prior`, `target`) so that tiny test scenarios stay tiny."""
+    scenario = getattr(priors, "scenario", None)
+    if scenario is None:
+        raise ConfigError(f"{type(priors).__name__} carries no scenario: cannot size this attack's prior training")
+    return scenario

@@ -1,0 +1,191 @@
+"""`calor bench`: the defenses x attacks x seeds grid, planned, resumable, stored one cell at a time.
+
+Each finished cell is one JSON file under `<out>/cells/`, written atomically, so killing a bench at
+any moment loses at most the cell in progress; rerunning skips finished cells and redoes the rest.
+Shared work is shared through the artifact cache: one evaluation model per scenario, one target per
+(defense settings, seed), one prior per (attack prior config, seed[, target]).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .artifacts import config_hash, write_json_atomic
+from .attacks import ATTACKS
+from .config import to_dict
+from .defenses import DEFENSES
+from .errors import ConfigError
+from .pipeline import Workspace, attack_target, data_key, load_data, result_row, train_evaluation_model, train_target
+from .progress import console, log
+from .report import reconstruction_grid
+from .runtime import versions
+from .scenario import Scenario
+
+# Rough 2-core CPU costs at 32x32 with the mnist budgets (benchmarks/ figures), for --dry-run estimates.
+SECONDS_PER_TARGET_EPOCH_PER_1K_IMAGES = 0.6
+SECONDS_PER_GAN_STEP = {"dcgan": 0.08, "wgan-gp": 0.4}
+SECONDS_PER_ATTACK_ITERATION_PER_25_IMAGES = 0.027
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (defense settings, attack, seed) point of the grid."""
+
+    defense: str
+    attack: str
+    seed: int
+    variant: tuple[tuple[str, str], ...] = ()  # defense settings overriding the scenario's (from --sweep)
+
+    @property
+    def settings(self) -> dict[str, str]:
+        return dict(self.variant)
+
+    @property
+    def label(self) -> str:
+        return self.defense + "".join(f"[{k}={v}]" for k, v in self.variant)
+
+    def key(self, scenario: Scenario) -> dict[str, Any]:
+        return {"scenario": scenario.to_dict(), "defense": self.defense, "variant": list(map(list, self.variant)),
+                "attack": self.attack, "seed": self.seed}
+
+    def cell_id(self, scenario: Scenario) -> str:
+        return f"{self.label}-{self.attack}-s{self.seed}".replace("[", "_").replace("]", "").replace("=", "") + "-" + config_hash(self.key(scenario))[:8]
+
+
+@dataclass
+class BenchPlan:
+    scenario: Scenario
+    cells: list[Cell]
+    sweeps: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scenario": self.scenario.name, "cells": [c.cell_id(self.scenario) for c in self.cells], "sweeps": self.sweeps}
+
+
+def parse_sweeps(specs: list[str]) -> dict[str, list[str]]:
+    """['calor.rank=2,4', 'calor.gamma=4,8'] -> {'calor.rank': ['2', '4'], 'calor.gamma': ['4', '8']}."""
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        if not sep or "." not in key or not values.strip():
+            raise ConfigError(f"--sweep {spec!r}: expected DEFENSE.SETTING=V1,V2,... (e.g. calor.rank=2,4,8)")
+        out[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+    return out
+
+
+def plan_bench(scenario: Scenario, defenses: list[str], attacks: list[str], seeds: list[int], sweeps: dict[str, list[str]] | None = None) -> BenchPlan:
+    """All cells, validating every name and sweep setting before anything runs.
+
+    A sweep varies one setting at a time around the scenario's defaults (a sensitivity analysis, not a
+    full product): `calor.rank=2,4` adds the cells calor[rank=2] and calor[rank=4]."""
+    sweeps = sweeps or {}
+    problems = [f"unknown defense {d!r}" for d in defenses if d not in DEFENSES]
+    problems += [f"unknown attack {a!r}" for a in attacks if a not in ATTACKS]
+    if problems:
+        raise ConfigError("; ".join(problems) + f". Defenses: {', '.join(DEFENSES.names())}. Attacks: {', '.join(ATTACKS.names())}")
+    if not defenses or not attacks or not seeds:
+        raise ConfigError("bench needs at least one defense, one attack and one seed")
+    variants: dict[str, list[tuple[tuple[str, str], ...]]] = {d: [()] for d in defenses}
+    for key, values in sweeps.items():
+        defense, setting = key.split(".", 1)
+        if defense not in defenses:
+            raise ConfigError(f"--sweep {key}: defense {defense!r} is not in --defenses")
+        for v in values:
+            DEFENSES.get(defense).from_settings({**scenario.defenses.get(defense, {}), setting: v})  # validates
+            variants[defense].append(((setting, v),))
+    cells = [Cell(d, a, s, var) for d in defenses for var in variants[d] for a in attacks for s in seeds]
+    return BenchPlan(scenario, cells, sweeps)
+
+
+def estimate_seconds(plan: BenchPlan) -> float:
+    """Very rough wall-time estimate of a cold run on 2 CPU cores (ignores the cache)."""
+    sc = plan.scenario
+    data = load_data(sc)
+    scale = (sc.resolution / 32) ** 2
+    per_epoch = SECONDS_PER_TARGET_EPOCH_PER_1K_IMAGES * len(data.x_train) / 1000 * scale
+    targets = {(c.defense, c.variant, c.seed) for c in plan.cells}
+    priors = {(c.attack, c.seed) for c in plan.cells}
+    n_rec = len(sc.attacked_classes()) * sc.attack.per_class
+    t = per_epoch * sc.evaluation.epochs * 2  # evaluation model (wider ResNet)
+    t += len(targets) * per_epoch * (sc.target.epochs + 5)
+    t += len(priors) * SECONDS_PER_GAN_STEP.get(sc.prior.kind, 0.1) * sc.prior.steps * scale
+    t += len(plan.cells) * SECONDS_PER_ATTACK_ITERATION_PER_25_IMAGES * sc.attack.iterations * n_rec / 25 * scale
+    return t
+
+
+def _status_table(plan: BenchPlan, done: set[str], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("#", "defense", "attack", "seed", "status"):
+        table.add_column(col)
+    for i, c in enumerate(plan.cells, 1):
+        status = "[green]done[/green]" if c.cell_id(plan.scenario) in done else "todo"
+        table.add_row(str(i), c.label, c.attack, str(c.seed), status)
+    console.print(table)
+
+
+def finished_cells(out: Path) -> dict[str, dict[str, Any]]:
+    """The result rows already stored under `<out>/cells/` (unreadable files are redone, not trusted)."""
+    rows = {}
+    for f in sorted((Path(out) / "cells").glob("*.json")):
+        try:
+            rows[f.stem] = json.loads(f.read_text())
+        except (json.JSONDecodeError, OSError):
+            continue
+    return rows
+
+
+def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: bool = True) -> list[dict[str, Any]]:
+    """Run every unfinished cell of `plan`, store each as it finishes, and return all rows in plan order."""
+    ws = ws or Workspace()
+    out = Path(out)
+    sc = plan.scenario
+    write_json_atomic(out / "plan.json", plan.to_dict() | {"scenario_config": sc.to_dict()})
+    done = finished_cells(out)
+    if show:
+        _status_table(plan, set(done), f"bench {sc.name}: {len(done)}/{len(plan.cells)} cells done")
+    data = load_data(sc)
+    write_json_atomic(out / "split.json", data.info)
+    evaluation = train_evaluation_model(sc, ws)
+    t0 = time.perf_counter()
+    for i, cell in enumerate(plan.cells, 1):
+        cid = cell.cell_id(sc)
+        if cid in done:
+            continue
+        log(f"[bold]cell {i}/{len(plan.cells)}[/bold] {cell.label} × {cell.attack} (seed {cell.seed})")
+        target = train_target(sc, cell.defense, seed=cell.seed, settings=cell.settings, ws=ws)
+        run = attack_target(sc, target, cell.attack, seed=cell.seed, ws=ws, eval_model=evaluation)
+        grid = out / "grids" / f"{cid}.png"
+        reconstruction_grid(run.reconstructions.images, run.reconstructions.labels, run.metrics["nearest_private_index"], data, grid)
+        row = result_row(sc, target, run, evaluation) | {
+            "cell": cid, "label": cell.label, "variant": cell.settings, "grid": str(grid.relative_to(out)),
+            "data_key_hash": config_hash(data_key(sc)),
+        }
+        write_json_atomic(out / "cells" / f"{cid}.json", row)
+        done[cid] = row
+    if show:
+        log(f"bench: {len(plan.cells)} cells in {time.perf_counter() - t0:.1f}s this run")
+    return [done[c.cell_id(sc)] for c in plan.cells]
+
+
+def bench_protocol(plan: BenchPlan, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    sc = plan.scenario
+    data = load_data(sc)
+    return {
+        "scenario": sc.name, "description": sc.description, "seeds": sorted({c.seed for c in plan.cells}),
+        "defenses": sorted({c.label for c in plan.cells}), "attacks": sorted({c.attack for c in plan.cells}),
+        "sweeps": plan.sweeps, "classes_attacked": sc.attacked_classes(), "reconstructions_per_class": sc.attack.per_class,
+        "attack_iterations": sc.attack.iterations, "prior": to_dict(sc.prior),
+        "data_split": {k: v for k, v in data.info.items() if k != "indices"},
+        "evaluation_model": {"arch": sc.evaluation.arch, "natural_acc": rows[0]["eval_model_acc"] if rows else None,
+                             "artifact": rows[0]["artifacts"]["eval_model"] if rows else None},
+        "versions": versions(),
+    }
+
+
+__all__ = ["BenchPlan", "Cell", "bench_protocol", "estimate_seconds", "finished_cells", "parse_sweeps", "plan_bench", "run_bench"]
