@@ -193,6 +193,8 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"q05 {conf['quantiles']['q05']:.4f}  q95 {conf['quantiles']['q95']:.4f}")
     for stage, summary in m["confidence_by_stage"].items():
         print(f"  after {stage:<10} mean {summary['mean']:.4f}")
+    if m.get("defense"):
+        print(f"defense report    {json.dumps(m['defense'])}")
     print(f"train_s           {m['train_seconds']:.1f}  ({m['seconds_per_epoch']:.2f} s/epoch)")
     print(f"artifact          {trained.path}")
     return 0

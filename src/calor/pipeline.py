@@ -135,6 +135,8 @@ def _train_classifier_artifact(scenario: Scenario, role: str, spec: ClassifierSp
     model = _build(model_spec, defense)
 
     def confidence_after(stage: Stage, m: torch.nn.Module) -> dict[str, Any]:
+        if stage.data != "private":  # e.g. TL pre-training: the head then predicts public classes
+            return {}
         return {"train_confidence": confidence_summary(true_class_confidence(m, data.x_train, data.y_train))}
 
     t0 = time.perf_counter()
@@ -146,7 +148,7 @@ def _train_classifier_artifact(scenario: Scenario, role: str, spec: ClassifierSp
         "natural_acc": natural_accuracy(model, data.x_test, data.y_test),
         "train_confidence": confidence_summary(true_class_confidence(model, data.x_train, data.y_train)),
         "test_confidence": confidence_summary(true_class_confidence(model, data.x_test, data.y_test)),
-        "confidence_by_stage": {h_["stage"]: h_["train_confidence"] for h_ in history if h_["epoch"] is None},
+        "confidence_by_stage": {h_["stage"]: h_["train_confidence"] for h_ in history if h_["epoch"] is None and "train_confidence" in h_},
         "train_seconds": train_s,
         "seconds_per_epoch": sum(e["seconds"] for e in epochs) / max(len(epochs), 1),
         "defense": defense.summary(),

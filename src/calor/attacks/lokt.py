@@ -151,13 +151,15 @@ class LOKT(Attack):
     paper = "Nguyen et al., Label-Only Model Inversion Attacks via Knowledge Transfer, NeurIPS 2023"
     Config = LOKTConfig
 
-    def surrogate_spec(self, priors: PriorStore) -> dict[str, Any]:
-        """Surrogate sizes and training length, from the config or the scenario's GAN-prior budget."""
+    def surrogate_spec(self, priors: PriorStore, k: int) -> dict[str, int]:
+        """Surrogate width, feature size and epochs: from the config, else from the scenario's GAN-prior
+        budget (width: half the prior's; epochs: about prior.steps x prior.batch_size images seen)."""
         cfg = self.config
-        prior_spec = scenario_of(priors).prior
+        prior_spec = scenario_of(priors).prior if cfg.width is None or cfg.epochs is None else None
         width = cfg.width or max(4, prior_spec.width // 2)
-        return {"width": width, "feature_dim": cfg.feature_dim or 4 * width,
-                "images_seen": prior_spec.steps * prior_spec.batch_size}
+        n_train = cfg.samples_per_class * k * (2 if cfg.augment else 1)
+        epochs = cfg.epochs or max(1, round(prior_spec.steps * prior_spec.batch_size / n_train))
+        return {"width": width, "feature_dim": cfg.feature_dim or 4 * width, "epochs": epochs}
 
     def prepare(self, oracle: LabelOnlyOracle, priors: PriorStore) -> LOKTPrior:
         cfg = self.config
@@ -166,9 +168,8 @@ class LOKT(Attack):
         device = next(G.parameters()).device
         k = oracle.num_classes
         c, r = oracle.image_shape[0], oracle.image_shape[-1]
-        spec = self.surrogate_spec(priors)
-        n_train = cfg.samples_per_class * k * (2 if cfg.augment else 1)
-        epochs = cfg.epochs or max(1, round(spec["images_seen"] / n_train))
+        spec = self.surrogate_spec(priors, k)
+        epochs = spec["epochs"]
         key = {"samples_per_class": cfg.samples_per_class, "archs": list(cfg.archs), "width": spec["width"],
                "feature_dim": spec["feature_dim"], "epochs": epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
                "augment": cfg.augment, "gan": Path(gan.path).name or "unsaved", "num_classes": k}

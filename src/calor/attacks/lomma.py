@@ -22,7 +22,8 @@ attacks, hence one file). It changes only the identity loss of the base attack:
 Deviations (CPU budget and this codebase):
 - Surrogates: the authors distil 3 EfficientNet-B0/B1/B2 (SGD lr 0.01-0.02, momentum 0.9, weight decay
   1e-4, 20 epochs). Here they are registered calor architectures other than the target's (cycled in
-  name order), of growing width 0.5, 0.75, 1.0, ... x the target's width; distilled with Adam at the
+  name order), of growing width 0.25, 0.375, 0.5, ... x the target's width (smaller than the target,
+  as EfficientNet-B0..B2 are smaller than the authors' VGG16 / IR-152 targets); distilled with Adam at the
   target's learning rate and batch size for the target's number of epochs, on the public images only,
   without augmentation. Their number defaults to min(3, max(1, target epochs // 2)), so the tiny test
   scenario distils one.
@@ -116,10 +117,11 @@ class LommaKEDMIConfig(KEDMIConfig, LommaOptions):
 
 def surrogate_specs(scenario: Any, count: int) -> list[dict[str, Any]]:
     """Architectures and sizes of the surrogates: registered architectures other than the target's (all
-    of them if there is no other), cycled in name order, widths 0.5, 0.75, 1.0, ... x the target's."""
+    of them if there is no other), cycled in name order, widths 0.25, 0.375, 0.5, ... x the target's (a
+    calor ResNet at a quarter of the CNN target's width already has about a fifth of its parameters)."""
     t = scenario.target
     pool = [a for a in CLASSIFIERS.names() if a != t.arch] or CLASSIFIERS.names()
-    return [{"arch": pool[i % len(pool)], "width": max(2, round(t.width * (2 + i) / 4)), "feature_dim": t.feature_dim}
+    return [{"arch": pool[i % len(pool)], "width": max(2, round(t.width * (2 + i) / 8)), "feature_dim": t.feature_dim}
             for i in range(count)]
 
 

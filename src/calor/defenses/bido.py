@@ -8,7 +8,8 @@ entries of `model.hidden_layers()`, flattened per sample) the loss is
 
 with X the flattened input batch and Y the one-hot labels: keep little of the input in the
 representations (what an inverter exploits) while keeping what predicts the label.
-As in the authors' code (BiDO/engine.py + hsic.py, from the HSIC-bottleneck code):
+As in the authors' code (BiDO/engine.py calls hsic.hsic_objective with sigma = 5; hsic.py itself, taken
+from the HSIC-bottleneck code, was read in public copies of it, not in the BiDO repository):
 - Gaussian kernel k(a, b) = exp(-|a - b|^2 / (2 sigma^2 n)), sigma = 5, n = the flattened dimension
   (the bandwidth is scaled by the dimension); the label kernel is linear (Y Y^T), the default
   `--ktype=linear` of their train_HSIC.py (`label_kernel = gaussian` switches it).
@@ -18,7 +19,7 @@ As in the authors' code (BiDO/engine.py + hsic.py, from the HSIC-bottleneck code
 Defaults (lambda_xz, lambda_yz) = (0.05, 0.5) are the paper's CelebA/HSIC setting; MNIST used the COCO
 variant with (1, 50) (COCO is not implemented here). Layers: three evenly spaced hidden layers by
 default, including the penultimate block (their MNIST net regularises all three of its conv blocks).
-Deviation: the normalised estimator is computed in float64 (solve instead of an explicit inverse) for
+Deviation: the estimators are computed in float64 (a solve instead of an explicit inverse) for
 stability; the kernels are the same.
 """
 
@@ -53,29 +54,41 @@ def _centring(m: int, like: torch.Tensor) -> torch.Tensor:
     return torch.eye(m, dtype=like.dtype, device=like.device) - 1.0 / m
 
 
+def hsic_factor(k: torch.Tensor, estimator: str = "normalized") -> torch.Tensor:
+    """F(K) with HSIC(a, b) = sum(F(Ka) * F(Kb)^T) = tr(F(Ka) F(Kb)), in float64.
+
+    normalized (authors' code): F = K H (K H + eps m I)^-1 — K H and its shifted inverse commute, so
+    this is solve(K H + eps m I, K H); biased: F = K H / (m - 1), giving tr(Ka H Kb H) / (m - 1)^2.
+    Factoring lets BiDO compute the input's and the labels' factors once per batch, not once per layer.
+    """
+    m = k.shape[0]
+    kc = k.double() @ _centring(m, k.double())
+    if estimator == "biased":
+        return kc / (m - 1)
+    ridge = NORMALISED_EPS * m * torch.eye(m, dtype=kc.dtype, device=kc.device)
+    return torch.linalg.solve(kc + ridge, kc)
+
+
+def hsic_from_factors(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
+    return (fa * fb.T).sum()
+
+
 def hsic_biased(kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor:
     """Biased HSIC estimator tr(Kx H Ky H) / (m - 1)^2 from two m x m kernel matrices."""
-    m = kx.shape[0]
-    h = _centring(m, kx)
-    return torch.trace(kx @ h @ ky @ h) / (m - 1) ** 2
+    return hsic_from_factors(hsic_factor(kx, "biased"), hsic_factor(ky, "biased"))
 
 
-def hsic_normalized(kx: torch.Tensor, ky: torch.Tensor, eps: float = NORMALISED_EPS) -> torch.Tensor:
+def hsic_normalized(kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor:
     """Normalised HSIC of the authors' code: tr(Rx Ry), R = K H (K H + eps m I)^-1.
 
-    Roughly the number of shared centred kernel directions: about m - 1 when both kernels span the
-    same space, small when they are unrelated. (K H and its shifted inverse commute, so R = solve(KH + cI, KH).)
+    Roughly the number of centred kernel directions the two share: close to the rank of the smaller
+    (centred) kernel when one determines the other, small when they are unrelated.
     """
-    m = kx.shape[0]
-    kx, ky = kx.double(), ky.double()
-    h = _centring(m, kx)
-    ridge = eps * m * torch.eye(m, dtype=kx.dtype, device=kx.device)
+    return hsic_from_factors(hsic_factor(kx), hsic_factor(ky))
 
-    def r(k: torch.Tensor) -> torch.Tensor:
-        kc = k @ h
-        return torch.linalg.solve(kc + ridge, kc)
 
-    return (r(kx) * r(ky).T).sum()
+def _kernel(x: torch.Tensor, kind: str, sigma: float) -> torch.Tensor:
+    return gaussian_kernel(x, sigma) if kind == "gaussian" else linear_kernel(x)
 
 
 def hsic(x: torch.Tensor, y: torch.Tensor, *, sigma: float = 5.0, y_kernel: str = "gaussian", estimator: str = "normalized") -> torch.Tensor:
@@ -83,10 +96,9 @@ def hsic(x: torch.Tensor, y: torch.Tensor, *, sigma: float = 5.0, y_kernel: str 
     x, y = x.flatten(1), y.flatten(1)
     if len(x) != len(y):
         raise ValueError(f"hsic: {len(x)} and {len(y)} samples")
-    kx = gaussian_kernel(x, sigma)
-    ky = gaussian_kernel(y, sigma) if y_kernel == "gaussian" else linear_kernel(y)
-    value = hsic_normalized(kx, ky) if estimator == "normalized" else hsic_biased(kx, ky)
-    return value.to(x.dtype)
+    fx = hsic_factor(gaussian_kernel(x, sigma), estimator)
+    fy = hsic_factor(_kernel(y, y_kernel, sigma), estimator)
+    return hsic_from_factors(fx, fy).to(x.dtype)
 
 
 def evenly_spaced(n: int, k: int) -> tuple[int, ...]:
@@ -182,13 +194,19 @@ class BiDO(Defense):
         if not self.active:
             return ce
         cfg = self.config
-        data = extras["inputs"].flatten(1)
-        target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
-        hxz = sum(hsic(z, data, sigma=cfg.sigma, estimator=cfg.estimator) for z in extras["hiddens"])
-        hyz = sum(hsic(z, target, sigma=cfg.sigma, y_kernel=cfg.label_kernel, estimator=cfg.estimator) for z in extras["hiddens"])
-        self._sums += torch.stack([hxz.detach(), hyz.detach()]).double().cpu()
+        with torch.no_grad():  # the input's and the labels' sides are constants of the batch
+            f_data = hsic_factor(gaussian_kernel(extras["inputs"].flatten(1), cfg.sigma), cfg.estimator)
+            onehot = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+            f_label = hsic_factor(_kernel(onehot, cfg.label_kernel, cfg.sigma), cfg.estimator)
+        hxz = logits.new_zeros((), dtype=torch.float64)
+        hyz = logits.new_zeros((), dtype=torch.float64)
+        for z in extras["hiddens"]:
+            f_z = hsic_factor(gaussian_kernel(z, cfg.sigma), cfg.estimator)
+            hxz = hxz + hsic_from_factors(f_z, f_data)
+            hyz = hyz + hsic_from_factors(f_z, f_label)
+        self._sums += torch.stack([hxz.detach(), hyz.detach()]).cpu()
         self._batches += 1
-        return ce + cfg.lambda_xz * hxz - cfg.lambda_yz * hyz
+        return ce + (cfg.lambda_xz * hxz - cfg.lambda_yz * hyz).to(ce.dtype)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"layers": list(self.layer_indices)}

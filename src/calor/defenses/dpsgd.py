@@ -20,7 +20,7 @@ Choices and deviations, stated:
   output a constant. In-place ReLUs become out-of-place (opacus' backward hooks forbid in-place
   changes of a hooked layer's output); that changes no weights or results.
 - The accountant assumes Poisson sampling with rate q; the training loop draws shuffled fixed-size
-  batches (every sample once per epoch). Most DP-SGD implementations report epsilon this way, but it is
+  batches (every sample once per epoch). Reporting epsilon this way is common practice, but it is
   an approximation of the guarantee, not a proof for this exact sampler.
 - The optimiser is the stage's (the scenario budget's Adam and learning rate), wrapped by DPOptimizer;
   the post-processing property makes the choice of optimiser irrelevant to the accounting.

@@ -65,9 +65,8 @@ class LabelSmoothing(Defense):
     def alpha_at(self, epoch: int, epochs: int) -> float:
         """The smoothing factor of `epoch` (0-based) in a stage of `epochs` epochs."""
         cfg = self.config
-        if not cfg.warmup:
-            return cfg.alpha
-        return cfg.alpha * warmup_factor(epoch, epochs, cfg.warmup_start, cfg.warmup_end)
+        factor = warmup_factor(epoch, epochs, cfg.warmup_start, cfg.warmup_end) if cfg.warmup else 1.0
+        return cfg.alpha * factor if factor > 0 else 0.0  # not -0.0 in the logged history
 
     def on_epoch_start(self, stage: Stage, epoch: int) -> dict[str, float]:
         self.current_alpha = self.alpha_at(epoch, stage.epochs)
