@@ -120,7 +120,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_protocol, estimate_seconds, finished_cells, parse_sweeps, plan_bench, run_bench
-    from .report import text_table, write_report
+    from .report import cells_table, plain_table, text_table, write_report
 
     scenario, ws = _setup(args)
     if args.seeds < 1:
@@ -142,6 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rows = run_bench(plan, out=out, ws=ws, show=not args.quiet)
     paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
     print(text_table(rows))
+    print("\n" + plain_table(*cells_table(rows)))
     print(f"\n{len(rows)} cells; report: {paths['markdown']} and {paths['html']} ({time.perf_counter() - t0:.1f}s)")
     return 0
 

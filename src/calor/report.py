@@ -101,7 +101,24 @@ def main_table(rows: list[dict[str, Any]], markdown: bool = True) -> tuple[list[
 
 def text_table(rows: list[dict[str, Any]]) -> str:
     """Aligned plain-text main table for the terminal (mean ± std over seeds, best marked *)."""
-    header, body = main_table(rows, markdown=False)
+    return plain_table(*main_table(rows, markdown=False))
+
+
+CELL_COLUMNS = ["label", "attack", "seed", "natural_acc", "attack_acc@1", "knn_dist", "eval_fid", "queries", "prior_queries", "attack_s"]
+
+
+def cells_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """One line per cell (no aggregation): the raw numbers with queries and wall time."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
+        return str(v)
+
+    header = ["defense" if c == "label" else c for c in CELL_COLUMNS]
+    return header, [[fmt(r.get(c, "-")) for c in CELL_COLUMNS] for r in rows]
+
+
+def plain_table(header: list[str], body: list[list[str]]) -> str:
     cells = [header] + body
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
@@ -255,6 +272,9 @@ def write_report(out: Path, rows: list[dict[str, Any]], protocol: dict[str, Any]
     md += ["## Reconstructions", "", "Each class: top row = reconstructions, bottom row = each one's nearest private training image.", ""]
     for caption, rel in grids:
         md += [f"### {caption}", "", f"![{caption}]({rel})", ""]
+    md += ["## All cells", "", markdown_table(*cells_table(rows)), "",
+           "queries = images sent to the target during the attack; prior_queries = images sent while building "
+           "target-dependent priors (surrogates, pseudo-labels); attack_s = attack wall time in seconds.", ""]
     md += ["## Protocol", "", "```", *_protocol_lines(protocol), "```", "",
            "Every row's full config, artifact paths, versions and split summary are in `results.json`; the exact split "
            "indices are in `split.json`.", ""]
@@ -300,6 +320,9 @@ def _html(title: str, header: list[str], body: list[list[str]], conf: dict[str, 
     parts.append("<h2 id=reconstructions>Reconstructions</h2><p>Each class: top row = reconstructions, bottom row = nearest private training image.</p>")
     for caption, rel in grids:
         parts.append(f"<figure>{_img(out, rel, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>")
+    ch, cb = cells_table(rows)
+    parts.append("<h2 id=cells>All cells</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in ch) + "</tr>"
+                 + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cb) + "</table>")
     parts += ["<h2 id=protocol>Protocol</h2><pre>", html.escape("\n".join(_protocol_lines(protocol))), "</pre></body></html>"]
     return "\n".join(parts)
 
