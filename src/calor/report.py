@@ -281,7 +281,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], protocol: dict[str, Any]
     md_path = out / "report.md"
     _write_text(md_path, "\n".join(md))
     html_path = out / "report.html"
-    _write_text(html_path, _html(title, header, body, conf, figs, grids, protocol, out))
+    _write_text(html_path, _html(title, header, body, conf, figs, grids, protocol, out, rows))
     return {"results": out / "results.json", "markdown": md_path, "html": html_path}
 
 
@@ -291,7 +291,7 @@ def _img(out: Path, rel: str, alt: str) -> str:
 
 
 def _html(title: str, header: list[str], body: list[list[str]], conf: dict[str, Any], figs: list[tuple[str, str, str]],
-          grids: list[tuple[str, str]], protocol: dict[str, Any], out: Path) -> str:
+          grids: list[tuple[str, str]], protocol: dict[str, Any], out: Path, rows: list[dict[str, Any]]) -> str:
     def cell(text: str) -> str:
         if text.startswith("**"):
             return f"<td class=best>{html.escape(text.strip('*'))}</td>"

@@ -7,8 +7,8 @@ White-box. Two stages, as in the paper and the authors' code:
    public images with the highest confidence *for that class* get that class as pseudo-label (an image
    may be chosen by several classes, as in the authors' top-n selection). A conditional GAN is trained
    on them: a generator with class-conditional batch norm and a projection discriminator with spectral
-   norm (Miyato & Koyama 2018), hinge loss, Adam (lr 2e-4, betas (0, 0.9)), `n_dis` = 5 discriminator
-   steps per generator step. The target is in the loop: the generator also minimises
+   norm (Miyato & Koyama 2018), hinge loss, Adam (lr 2e-4, betas (0, 0.9)), `n_dis` discriminator
+   steps per generator step (paper: 5). The target is in the loop: the generator also minimises
    alpha * max-margin(T(aug(G(z, y))), y) with alpha = 0.2, so that its class-y samples are classified
    as y by the target. Cached per target with the target queries it used (top-n selection + one batch
    per generator step).
@@ -22,8 +22,12 @@ White-box. Two stages, as in the paper and the authors' code:
 Deviations from the paper (CPU budget and data):
 - Architecture: DCGAN-style conditional generator / projection discriminator sized from the scenario's
   `prior.width` (the paper uses SNGAN ResNet blocks at 64x64 for faces).
-- Budget: `gan_steps` defaults to the scenario's `prior.steps` generator steps (paper: 30,000) and
-  `iterations` to the scenario's `attack.iterations` (paper: 600); the batch to `prior.batch_size`.
+- Budget: `gan_steps` defaults to the scenario's `prior.steps` generator steps (paper: 30,000),
+  `iterations` to the scenario's `attack.iterations` (paper: 600), the batch to `prior.batch_size`, and
+  `n_dis` to the discriminator/generator ratio of the scenario's shared prior (`prior.n_critic` for
+  wgan-gp, 1 for dcgan — the built-in mnist scenario: 1), so the cGAN costs about what the shared GAN
+  prior costs; with the paper's n_dis = 5 it costs ~4x more on a CPU. Set `n_dis=5` for the paper's
+  ratio.
 - `top_n` defaults to len(public) // num_classes, i.e. about as many pseudo-labelled images as public
   ones, like the paper's 30 x 1,000 classes from ~30k FFHQ images; MNIST has 5 classes, not 1,000.
 - Horizontal flip is OFF by default (`flip`): our built-in scenarios are digits, where a flip changes
@@ -56,7 +60,7 @@ class PLGMIConfig:
     top_n: int | None = None  # pseudo-labelled public images per class; None: len(public) // num_classes
     alpha: float = 0.2  # weight of the target's max-margin loss in the generator objective
     gan_steps: int | None = None  # generator steps; None: the scenario's prior.steps (paper: 30,000)
-    n_dis: int = 5  # discriminator steps per generator step
+    n_dis: int | None = None  # D steps per G step; None: the scenario prior's ratio (paper: 5)
     gan_lr: float = 2e-4
     gan_beta1: float = 0.0
     gan_beta2: float = 0.9
@@ -72,7 +76,7 @@ class PLGMIConfig:
 
     def __post_init__(self) -> None:
         p = []
-        for name in ("top_n", "gan_steps", "gan_batch_size", "iterations"):
+        for name in ("top_n", "gan_steps", "gan_batch_size", "iterations", "n_dis"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 p.append(f"{name}={v}: must be >= 1")
@@ -80,8 +84,8 @@ class PLGMIConfig:
             p.append(f"gan_batch_size={self.gan_batch_size}: must be >= 2 (batch norm)")
         if self.alpha < 0:
             p.append(f"alpha={self.alpha}: must be >= 0")
-        if self.n_dis < 1 or self.views < 1:
-            p.append("n_dis and views must be >= 1")
+        if self.views < 1:
+            p.append(f"views={self.views}: must be >= 1")
         if self.gan_lr <= 0 or self.lr <= 0:
             p.append("gan_lr and lr must be > 0")
         if not (0 <= self.gan_beta1 < 1 and 0 <= self.gan_beta2 < 1):
@@ -119,7 +123,7 @@ def top_n_pseudo_labels(probs: torch.Tensor, top_n: int) -> tuple[torch.Tensor, 
 
 
 def train_plg_cgan(oracle: WhiteBoxOracle, images: torch.Tensor, labels: torch.Tensor, cfg: PLGMIConfig, *, z_dim: int,
-                   width: int, steps: int, batch_size: int, device: torch.device,
+                   width: int, steps: int, n_dis: int, batch_size: int, device: torch.device,
                    gen: torch.Generator) -> tuple[ConditionalGenerator, ProjectionDiscriminator, list[dict[str, Any]]]:
     """Train PLG-MI's conditional GAN on pseudo-labelled `images` with the target in the loop.
 
@@ -155,7 +159,7 @@ def train_plg_cgan(oracle: WhiteBoxOracle, images: torch.Tensor, labels: torch.T
             (g_adv + cfg.alpha * inv_loss).backward()
             opt_g.step()
             target_acc = (logits.argmax(1) == y_fake).float().mean().item()
-            for _ in range(cfg.n_dis):
+            for _ in range(n_dis):
                 idx = torch.randint(0, n, (bs,), generator=gen)
                 real, y_real = images[idx].to(device), labels[idx].to(device)
                 with torch.no_grad():
@@ -188,7 +192,8 @@ class PLGMI(Attack):
         top_n = cfg.top_n if cfg.top_n is not None else max(1, len(public) // k)
         steps = cfg.gan_steps if cfg.gan_steps is not None else spec.steps
         batch = cfg.gan_batch_size if cfg.gan_batch_size is not None else spec.batch_size
-        key = {"top_n": top_n, "alpha": cfg.alpha, "steps": steps, "n_dis": cfg.n_dis, "lr": cfg.gan_lr,
+        n_dis = cfg.n_dis if cfg.n_dis is not None else (spec.n_critic if spec.kind == "wgan-gp" else 1)
+        key = {"top_n": top_n, "alpha": cfg.alpha, "steps": steps, "n_dis": n_dis, "lr": cfg.gan_lr,
                "betas": [cfg.gan_beta1, cfg.gan_beta2], "batch_size": batch, "z_dim": spec.z_dim, "width": spec.width,
                "augment": {"flip": cfg.flip, "crop_min": cfg.crop_min, "brightness": cfg.brightness,
                            "contrast": cfg.contrast, "rotation": cfg.rotation}}
@@ -199,13 +204,13 @@ class PLGMI(Attack):
             gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))  # global RNG seeded by the store
             idx, labels, conf = top_n_pseudo_labels(soft_labels(oracle, public), top_n)
             G, D, history = train_plg_cgan(oracle, public[idx], labels, cfg, z_dim=spec.z_dim, width=spec.width,
-                                           steps=steps, batch_size=batch, device=device, gen=gen)
+                                           steps=steps, n_dis=n_dis, batch_size=batch, device=device, gen=gen)
             tensors = {**{f"generator.{n}": v for n, v in G.state_dict().items()},
                        **{f"discriminator.{n}": v for n, v in D.state_dict().items()},
                        "pseudo_indices": idx, "pseudo_labels": labels, "pseudo_confidence": conf}
             per_class = conf.view(k, top_n)
             meta = {"queries": oracle.queries - q0, "history": history, "top_n": top_n,
-                    "distinct_public_images": int(idx.unique().numel()),
+                    "n_dis": n_dis, "distinct_public_images": int(idx.unique().numel()),
                     "pseudo_confidence_mean_by_class": per_class.mean(1).tolist(),
                     "pseudo_confidence_min_by_class": per_class.min(1).values.tolist()}
             return tensors, meta
