@@ -81,6 +81,8 @@ def test_logit_attack_uses_a_loss_that_never_looks_at_softmax() -> None:
     assert atk.identity_loss(shifted, y).item() == pytest.approx(atk.identity_loss(logits, y).item())
     (grad,) = torch.autograd.grad(atk.identity_loss(logits, y), logits)
     assert grad[0].abs().sum() > 0.5  # still pulling where softmax cross-entropy has saturated
+    capped = build_attack("adaptive-logit", {"kappa": 5.0})
+    assert capped.identity_loss(logits, y).item() == pytest.approx((-5.0 + 1.0) / 2)  # margins 50 -> 5 and -1
     logit = build_attack("adaptive-logit", {"kind": "logit"})
     assert logit.identity_loss(logits, y).item() == pytest.approx(-(50.0 + 1.0) / 2)
 
@@ -174,7 +176,8 @@ def test_distillation_raises_agreement_with_the_teacher() -> None:
 
 @pytest.mark.parametrize("name,bad", [
     ("adaptive-pstar", {"p_target": 1.0}), ("adaptive-pstar", {"form": "cubic"}), ("adaptive-pstar", {"estimate_top_k": 0}),
-    ("adaptive-pstar", {"lam": -1.0}), ("adaptive-logit", {"kind": "softmax"}), ("adaptive-bpda", {"lr": 0.0}),
+    ("adaptive-pstar", {"lam": -1.0}), ("adaptive-logit", {"kind": "softmax"}), ("adaptive-logit", {"kappa": 0.0}),
+    ("adaptive-logit", {"kind": "logit", "kappa": 1.0}), ("adaptive-bpda", {"lr": 0.0}),
     ("adaptive-surrogate", {"surrogate_arch": "vgg99"}), ("adaptive-surrogate", {"distill_batch": 1}),
     ("adaptive-surrogate", {"gan_samples": -1}),
 ])

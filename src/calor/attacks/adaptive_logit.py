@@ -7,7 +7,8 @@ steered by that reshaped confidence. This attack optimises the raw logits instea
     margin (default):  max_{j != y} z_j - z_y      (PLG-MI's max-margin loss; also the C&W margin)
     logit:             -z_y                        (LOMMA's logit loss)
 
-so the confidence level CA trained for is irrelevant to its objective; against the low-rank head it still
+so the confidence level CA trained for is irrelevant to its objective (optionally capped C&W-style:
+the margin stops counting once it exceeds `kappa`, so the prior term takes over from there); against the low-rank head it still
 meets the tanh logit bound and saturation (see adaptive-bpda for that lever). Everything else is GMI
 (Zhang et al., CVPR 2020): same prior term, SGD lr 0.02 m 0.9, lam = 100, latents clamped to [-1, 1];
 this class only replaces GMI's `identity_loss`.
@@ -25,7 +26,7 @@ import torch
 from ..errors import collect
 from .base import ATTACKS
 from .gmi import GMI, GMIConfig
-from .losses import logit_loss, max_margin_loss
+from .losses import logit_loss, margin, max_margin_loss
 from .oracle import ThreatModel
 
 KINDS = {"margin": max_margin_loss, "logit": logit_loss}
@@ -34,10 +35,14 @@ KINDS = {"margin": max_margin_loss, "logit": logit_loss}
 @dataclass(frozen=True)
 class LogitConfig(GMIConfig):
     kind: str = "margin"  # margin | logit
+    kappa: float | None = None  # margin kind only: stop rewarding margins above kappa (None: uncapped)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        collect([] if self.kind in KINDS else [f"kind={self.kind!r}: choose one of {', '.join(KINDS)}"], "adaptive-logit settings")
+        p = [] if self.kind in KINDS else [f"kind={self.kind!r}: choose one of {', '.join(KINDS)}"]
+        if self.kappa is not None and (self.kappa <= 0 or self.kind != "margin"):
+            p.append(f"kappa={self.kappa}: must be > 0 and needs kind=margin")
+        collect(p, "adaptive-logit settings")
 
 
 @ATTACKS.register("adaptive-logit")
@@ -48,4 +53,6 @@ class AdaptiveLogit(GMI):
     Config = LogitConfig
 
     def identity_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.config.kappa is not None:
+            return -margin(logits, y).clamp(max=self.config.kappa).mean()
         return KINDS[self.config.kind](logits, y)
