@@ -32,6 +32,7 @@ class PriorStore(Protocol):
     """Gives attacks the priors they need, trained once and cached (implemented by calor.pipeline.Priors)."""
 
     device: torch.device
+    scenario: Any  # the calor.scenario.Scenario being attacked (its budgets size attack-specific priors)
 
     def gan(self) -> Any:
         """The GanPrior trained on the public split (see calor.attacks.priors)."""
