@@ -90,8 +90,8 @@ def main_table(rows: list[dict[str, Any]], markdown: bool = True) -> tuple[list[
         e = agg["cells"][label]
         line = [label]
         for attack, m, higher in cols:
-            mean, std, _n = e[m] if attack is None else e[attack][m]
-            text = fmt_ms(mean, std)
+            mean, std, n = e[m] if attack is None else e[attack][m]
+            text = fmt_ms(mean, std) if n > 1 else fmt_ms(mean, std).split(" ± ")[0]  # one seed: no spread to show
             if len(agg["labels"]) > 1 and mean == _best(agg, attack, m, higher):
                 text = f"**{text}**" if markdown else f"{text} *"
             line.append(text)
