@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default runs/bench-<scenario>)")
     p.add_argument("--defenses", default="none,calor", help="comma-separated defenses (default none,calor)")
     p.add_argument("--attacks", default="gmi", help="comma-separated attacks (default gmi)")
-    p.add_argument("--seeds", type=int, default=2, help="number of seeds, 0..N-1 (default 2)")
+    p.add_argument("--seeds", type=int, default=2, help="number of seeds: SEED, SEED+1, ..., SEED+N-1 (default 2)")
     p.add_argument("--sweep", action="append", default=[], metavar="DEFENSE.SETTING=V1,V2",
                    help="sensitivity sweep, e.g. calor.rank=2,4,8,16 (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time, run nothing")
@@ -128,7 +128,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
     names = lambda text: [n.strip() for n in text.split(",") if n.strip()]  # noqa: E731
-    plan = plan_bench(scenario, names(args.defenses), names(args.attacks), list(range(args.seeds)), parse_sweeps(args.sweep))
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    plan = plan_bench(scenario, names(args.defenses), names(args.attacks), seeds, parse_sweeps(args.sweep))
     out = Path(args.out or f"runs/bench-{scenario.name}")
     if args.dry_run:
         done = finished_cells(out)
