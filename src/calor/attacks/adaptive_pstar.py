@@ -20,8 +20,11 @@ class, and use the median over classes. It costs len(public) queries, cached per
 
 Deviations / caveats: the estimator sees public (other-class) images, not private ones, so it measures
 the confidence the defended model gives natural images it is most sure about, which is an estimate of,
-not the same as, the training-data confidence. `lam` keeps GMI's 100 although the squared loss has a
-smaller gradient than cross-entropy; tune it with `lam` if needed.
+not the same as, the training-data confidence (on the mnist CALoR target, gamma = 2: estimate 0.59,
+p* = 0.61, measured training confidence 0.61). `lam` defaults to 1,000, not GMI's 100: the gradient of
+(p_y - p_t)^2 w.r.t. the true logit, 2 (p_y - p_t) p_y (1 - p_y), is about an order of magnitude smaller
+than cross-entropy's, and with lam = 100 the reconstructions stopped short of p_t on that target (mean
+p_y 0.49 for p_t 0.59 after 200 iterations; 0.575 with lam = 1,000; one seed).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ FORMS = ("squared", "ca")
 
 @dataclass(frozen=True)
 class PStarConfig(GMIConfig):
+    lam: float = 1000.0  # GMI's 100 leaves this bounded loss too weak to reach p_t (see the module docstring)
     p_target: float | None = None  # None: estimated from the target's outputs on public images
     form: str = "squared"  # squared | ca
     estimate_top_k: int | None = None  # None: max(1, len(public) // (20 * num_classes))
