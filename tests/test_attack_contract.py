@@ -34,6 +34,8 @@ def test_every_attack_runs_through_the_cli(name: str, tiny_target, tmp_path: Pat
     row = json.loads((out / "results.json").read_text())["rows"][0]
     assert row["attack"] == name and row["classes"] == [0, 1] and row["per_class"] == 2
     assert 0.0 <= row["attack_acc@1"] <= 1.0 and row["knn_dist"] >= 0.0 and row["queries"] > 0
+    assert row["threat_model"] == ATTACKS.get(name).threat_model.value
+    assert row["prior_s"] > 0.0  # every attack builds (or reuses) at least one prior, and its cost is reported
     assert (out / f"grid_calor_{name}.png").is_file()
 
 

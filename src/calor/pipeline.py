@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from .artifacts import config_hash, find_artifact, load_artifact, save_artifact
+from .artifacts import config_hash, find_artifact, load_artifact, load_meta, save_artifact
 from .attacks.base import Reconstructions, build_attack
 from .attacks.oracle import make_oracle
 from .attacks.priors import GanPrior, train_gan
@@ -181,6 +181,7 @@ class Priors:
         self.scenario, self.seed, self.ws, self.target_hash = scenario, seed, ws, target_hash
         self.used: dict[str, str] = {}
         self.queries: dict[str, int] = {}  # target queries spent building each prior (its meta's "queries")
+        self.seconds: dict[str, float] = {}  # time it took to build each prior, whether built now or loaded
 
     @property
     def device(self) -> torch.device:
@@ -215,6 +216,7 @@ class Priors:
             log(f"prior {name}: {meta['train_seconds']:.1f}s -> {path}")
         self.used[name] = str(path)
         self.queries[name] = int(meta.get("queries", 0))
+        self.seconds[name] = float(meta.get("train_seconds", 0.0))
         return tensors, meta
 
     def gan(self) -> GanPrior:
@@ -225,6 +227,7 @@ class Priors:
         path = ws.cache / "priors" / f"{sc.prior.kind}-{h}"
         if find_artifact(path):
             art = load_artifact(path)
+            self.seconds["gan"] = float(art.meta.get("train_seconds", 0.0))
             c, r, _ = data.image_shape
             prior = GanPrior(Generator(sc.prior.z_dim, r, c, sc.prior.width), Critic(r, c, sc.prior.width), sc.prior.kind)
             try:
@@ -242,6 +245,7 @@ class Priors:
                     "train_seconds": time.perf_counter() - t0, "data_split": split_summary(data), "versions": versions(), "created": _now()}
             save_artifact(path, tensors, meta)
             log(f"GAN prior ({sc.prior.kind}): {meta['train_seconds']:.1f}s -> {path}")
+            self.seconds["gan"] = meta["train_seconds"]
         self.used["gan"] = str(path)
         prior.path = str(path)
         prior.generator.to(ws.device).eval()
@@ -307,7 +311,11 @@ def attack_target(
         rec = Reconstructions(art.tensors["images"], art.tensors["labels"], art.tensors.get("latents"),
                               art.meta["queries"], art.meta["attack_seconds"], art.meta.get("extras", {}))
         log(f"[dim]cached attack {attack} on {target.meta['defense']}: {path}[/dim]")
-        return AttackRun(rec, art.meta["metrics"], art.meta, path)
+        metrics = dict(art.meta["metrics"])
+        if "prior_seconds" not in metrics:  # runs cached before priors' build time was recorded
+            metrics["prior_seconds"] = sum(float(load_meta(Path(p)).get("train_seconds", 0.0)) for p in art.meta["priors"].values()
+                                           if find_artifact(Path(p)))
+        return AttackRun(rec, metrics, art.meta, path)
     oracle = make_oracle(target.model, atk.threat_model, data.num_classes, data.image_shape)
     priors = Priors(scenario, seed, ws, target_hash=target.meta["hash"])
     prior = atk.prepare(oracle, priors)
@@ -316,6 +324,7 @@ def attack_target(
     metrics = evaluate_reconstructions(rec, data, eval_model.model)
     metrics["queries"] = rec.queries
     metrics["prior_queries"] = sum(priors.queries.values())
+    metrics["prior_seconds"] = sum(priors.seconds.values())
     metrics["attack_seconds"] = rec.seconds
     meta = {"kind": "attack", "hash": h, "key": key, "attack": attack, "threat_model": atk.threat_model.value,
             "attack_config": atk.config_dict(), "target": str(target.path), "eval_model": str(eval_model.path),
@@ -343,7 +352,7 @@ def result_row(scenario: Scenario, target: TrainedClassifier, run: AttackRun, ev
         row["attack_acc@5"] = m["attack_acc@5"]
     row |= {
         "knn_dist": m["knn_dist"], "eval_fid": m["eval_fid"], "train_s": tm["train_seconds"], "attack_s": m["attack_seconds"],
-        "queries": m["queries"], "prior_queries": m.get("prior_queries", 0), "mean_train_confidence": tm["train_confidence"]["mean"],
+        "prior_s": m.get("prior_seconds", 0.0), "threat_model": run.meta["threat_model"], "queries": m["queries"], "prior_queries": m.get("prior_queries", 0), "mean_train_confidence": tm["train_confidence"]["mean"],
         "train_confidence_histogram": tm["train_confidence"]["histogram"],
         "confidence_by_stage": {k: v["mean"] for k, v in tm["confidence_by_stage"].items()},
         "eval_model_acc": eval_model.meta["metrics"]["natural_acc"],

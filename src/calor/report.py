@@ -104,7 +104,8 @@ def text_table(rows: list[dict[str, Any]]) -> str:
     return plain_table(*main_table(rows, markdown=False))
 
 
-CELL_COLUMNS = ["label", "attack", "seed", "natural_acc", "attack_acc@1", "knn_dist", "eval_fid", "queries", "prior_queries", "attack_s"]
+CELL_COLUMNS = ["label", "attack", "threat_model", "seed", "natural_acc", "attack_acc@1", "knn_dist", "eval_fid", "queries",
+                "prior_queries", "attack_s", "prior_s"]
 
 
 def cells_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -274,7 +275,9 @@ def write_report(out: Path, rows: list[dict[str, Any]], protocol: dict[str, Any]
         md += [f"### {caption}", "", f"![{caption}]({rel})", ""]
     md += ["## All cells", "", markdown_table(*cells_table(rows)), "",
            "queries = images sent to the target during the attack; prior_queries = images sent while building "
-           "target-dependent priors (surrogates, pseudo-labels); attack_s = attack wall time in seconds.", ""]
+           "target-dependent priors (surrogates, pseudo-labels), one count per pass over the public images; attack_s = attack "
+           "wall time in seconds; prior_s = seconds it took to build the priors the attack used (GANs, surrogates), "
+           "paid once and shared by every cell that uses the same prior.", ""]
     md += ["## Protocol", "", "```", *_protocol_lines(protocol), "```", "",
            "Every row's full config, artifact paths, versions and split summary are in `results.json`; the exact split "
            "indices are in `split.json`.", ""]

@@ -95,7 +95,7 @@ class AdaptiveBPDA(GMI):
         return BPDAPrior(gan.generator, gan.critic, gan.kind, gan.path, straight_through=clone, swapped=swapped)
 
     def identity_term(self, oracle: WhiteBoxOracle, prior: BPDAPrior, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        oracle._count(images)  # the copy computes the target's own logits: count them as target queries
+        oracle.count(images)  # the copy computes the target's own logits: count them as target queries
         return self.identity_loss(prior.straight_through(images), y)
 
     def _run(self, oracle: WhiteBoxOracle, prior: BPDAPrior, classes: list[int], per_class: int, gen: torch.Generator) -> Reconstructions:

@@ -33,14 +33,16 @@ class LabelOnlyOracle:
         self.queries = 0
         self.device = next(model.parameters()).device
 
-    def _count(self, x: torch.Tensor) -> None:
+    def count(self, x: torch.Tensor) -> None:
+        """Record `x` as target queries (checking its shape). The oracle's own methods call this; a
+        white-box attack that evaluates a copy of the target's module calls it for those images too."""
         if tuple(x.shape[1:]) != self.image_shape:
             raise ThreatModelError(f"oracle expects images of shape {self.image_shape}, got {tuple(x.shape[1:])}")
         self.queries += len(x)
 
     @torch.no_grad()
     def _logits_nograd(self, x: torch.Tensor) -> torch.Tensor:
-        self._count(x)
+        self.count(x)
         return self.__model(x.detach().to(self.device)).detach()
 
     def label(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +72,7 @@ class WhiteBoxOracle(BlackBoxOracle):
         return self._module
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        self._count(x)
+        self.count(x)
         return self._module(x)
 
 
