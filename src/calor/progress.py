@@ -1,8 +1,13 @@
-"""Progress bars for long work (rich), switched off in tests and when output is not wanted."""
+"""Progress bars for long work (rich), switched off in tests and when output is not wanted.
+
+On a terminal a live bar is drawn. When stderr is a file or a pipe (a cluster job's log, `nohup`), a
+live bar would only appear once the work ends, so a plain line is printed instead at most every
+`LINE_INTERVAL_S` seconds and at the end: a log shows where a long run is while it runs."""
 
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -11,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 console = Console(stderr=True)
 _enabled = os.environ.get("CALOR_PROGRESS", "1") != "0"
+LINE_INTERVAL_S = 30.0
 
 
 def set_enabled(flag: bool) -> None:
@@ -24,6 +30,10 @@ def task(description: str, total: int) -> Iterator[Callable[..., None]]:
     if not _enabled:
         yield lambda n=1, info="": None
         return
+    if not console.is_terminal:
+        with _line_progress(description, total) as advance:
+            yield advance
+        return
     bar = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -36,6 +46,30 @@ def task(description: str, total: int) -> Iterator[Callable[..., None]]:
             bar.update(tid, advance=n, info=info)
 
         yield advance
+
+
+@contextmanager
+def _line_progress(description: str, total: int) -> Iterator[Callable[..., None]]:
+    """Plain-text progress for logs: a line every LINE_INTERVAL_S seconds and one at the end."""
+    t0 = last = time.perf_counter()
+    state = {"done": 0, "info": ""}
+
+    def line() -> str:
+        elapsed = time.perf_counter() - t0
+        info = f" {state['info']}" if state["info"] else ""
+        return f"{description}: {state['done']}/{total}{info} ({elapsed:.0f}s)"
+
+    def advance(n: int = 1, info: str = "") -> None:
+        nonlocal last
+        state["done"] += n
+        state["info"] = info or state["info"]
+        now = time.perf_counter()
+        if now - last >= LINE_INTERVAL_S and state["done"] < total:
+            last = now
+            console.print(line(), highlight=False)
+
+    yield advance
+    console.print(line(), highlight=False)
 
 
 def log(message: str) -> None:
