@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import collect
-from ..models.gan import Generator, _stages
+from ..models.gan import Generator, downsampling_layers
 from ..progress import task
 from .base import ATTACKS, Attack, PriorStore, Reconstructions
 from .oracle import LabelOnlyOracle, ThreatModel, WhiteBoxOracle
@@ -80,12 +80,7 @@ class KPlusOneDiscriminator(nn.Module):
     def __init__(self, num_classes: int, resolution: int = 32, channels: int = 1, width: int = 32,
                  mbd_features: int = 32, mbd_kernel: int = 16) -> None:
         super().__init__()
-        n = _stages(resolution)
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
-        c = width
-        for _ in range(n - 1):
-            layers += [nn.Conv2d(c, 2 * c, 4, 2, 1), nn.InstanceNorm2d(2 * c, affine=True), nn.LeakyReLU(0.2, inplace=True)]
-            c *= 2
+        layers, c = downsampling_layers(resolution, channels, width)
         self.body = nn.Sequential(*layers)
         self.feature_dim = c * 16  # 4x4 spatial after the stride-2 stages
         self.mbd = MinibatchDiscrimination(self.feature_dim, mbd_features, mbd_kernel) if mbd_features > 0 else None

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .gan import _stages
+from .gan import downsampling_layers, stages
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -31,7 +31,7 @@ class ConditionalGenerator(nn.Module):
 
     def __init__(self, num_classes: int, z_dim: int = 100, resolution: int = 32, channels: int = 1, width: int = 32) -> None:
         super().__init__()
-        n = _stages(resolution)
+        n = stages(resolution)
         self.z_dim, self.num_classes = z_dim, num_classes
         c = width * 2 ** (n - 1) if n > 0 else width
         self.c0 = c
@@ -57,12 +57,7 @@ class ProjectionDiscriminator(nn.Module):
 
     def __init__(self, num_classes: int, resolution: int = 32, channels: int = 1, width: int = 32) -> None:
         super().__init__()
-        n = _stages(resolution)
-        layers: list[nn.Module] = [spectral_norm(nn.Conv2d(channels, width, 4, 2, 1)), nn.LeakyReLU(0.2)]
-        c = width
-        for _ in range(n - 1):
-            layers += [spectral_norm(nn.Conv2d(c, 2 * c, 4, 2, 1)), nn.LeakyReLU(0.2)]
-            c *= 2
+        layers, c = downsampling_layers(resolution, channels, width, norm=False, wrap=spectral_norm)
         self.body = nn.Sequential(*layers)
         self.psi = spectral_norm(nn.Linear(c, 1))
         self.embed = spectral_norm(nn.Embedding(num_classes, c))
