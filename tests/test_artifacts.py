@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from calor import ArtifactError
-from calor.artifacts import config_hash, find_artifact, load_artifact, save_artifact
+from calor.artifacts import config_hash, find_artifact, load_artifact, save_artifact, write_file_atomic
 
 
 def test_round_trip_and_no_temporary_left(tmp_path: Path) -> None:
@@ -39,3 +39,18 @@ def test_corrupt_and_missing_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="corrupt JSON"):
         load_artifact(path)
     assert json.loads(json.dumps({"ok": 1}))
+
+
+def test_failed_file_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "figures" / "plot.png"
+    write_file_atomic(path, lambda tmp: tmp.write_bytes(b"old"))
+    assert path.read_bytes() == b"old" and oct(path.stat().st_mode & 0o777) == "0o644"
+
+    def half_then_fail(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_file_atomic(path, half_then_fail)
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["plot.png"]

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -41,19 +41,26 @@ class Artifact:
     meta: dict[str, Any]
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to `path` via a temporary file and rename, so readers never see half a file."""
+def write_file_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` on a hidden temporary file beside `path`, then rename it into place, so readers
+    never see half a file (nor a leftover temporary one if `write` fails)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
+        write(Path(tmp))
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write `obj` as indented JSON to `path` atomically."""
+    write_file_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"))
 
 
 def save_artifact(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:

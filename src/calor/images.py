@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .artifacts import write_file_atomic
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -31,10 +31,4 @@ def save_grid(rows: list[torch.Tensor], path: Path, scale: int = 3, pad: int = 2
             canvas[y0 : y0 + h, x0 : x0 + w] = img
     img = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return write_file_atomic(Path(path), lambda tmp: img.save(tmp, format="PNG"))

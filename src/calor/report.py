@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .artifacts import write_json_atomic
+from .artifacts import write_file_atomic, write_json_atomic
 from .data.splits import SplitData
 from .images import save_grid
 
@@ -132,6 +132,14 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
 
 # ----------------------------------------------------------------------------------------------- plots
 
+def _save_figure(plt: Any, fig: Any, path: Path) -> Path:
+    try:
+        fig.tight_layout()
+        return write_file_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
+
+
 def _pyplot():
     import matplotlib
 
@@ -167,11 +175,7 @@ def privacy_utility_plot(rows: list[dict[str, Any]], attack: str, path: Path) ->
     ax.set_title(f"privacy–utility: {attack}")
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def confidence_histograms(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -191,11 +195,7 @@ def confidence_histograms(rows: list[dict[str, Any]], path: Path) -> Path:
         ax.set_xlabel("true-class confidence", fontsize=7)
         ax.set_xlim(0, 1)
     axes[0][0].set_ylabel("fraction of training images", fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def sensitivity_plot(rows: list[dict[str, Any]], setting_key: str, path: Path) -> Path:
@@ -217,11 +217,7 @@ def sensitivity_plot(rows: list[dict[str, Any]], setting_key: str, path: Path) -
     ax.set_title(f"sensitivity: {setting_key}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 # ---------------------------------------------------------------------------------------------- writers
@@ -331,6 +327,4 @@ def _html(title: str, header: list[str], body: list[list[str]], conf: dict[str, 
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_file_atomic(path, lambda tmp: tmp.write_text(text))
