@@ -13,7 +13,7 @@ import pytest
 from calor import ConfigError
 from calor.bench import parse_sweeps, plan_bench
 from calor.cli import main
-from calor.report import aggregate, main_table, pareto_front
+from calor.report import aggregate, long_table, main_table, pareto_front, text_table
 
 
 def test_plan_counts_cells_and_validates(tiny_scenario) -> None:
@@ -50,6 +50,18 @@ def test_aggregation_by_hand() -> None:
     # best natural accuracy is none's 0.85 tie? none 0.85 == calor 0.85: both marked; best attack acc is calor's
     assert body[1][2].startswith("**0.300")
     assert not body[0][2].startswith("**")
+
+
+def test_many_attacks_fall_back_to_one_line_per_attack_and_defense() -> None:
+    rows = [_row(d, f"attack{i}", 0, 0.9 if d == "none" else 0.8, 0.5 + 0.1 * (d == "none")) for i in range(6) for d in ("none", "calor")]
+    header, body = long_table(rows, markdown=False)
+    assert header == ["attack", "defense", "natural_acc", "attack_acc@1", "knn_dist", "eval_fid"]
+    assert len(body) == 12 and body[0][:2] == ["attack0", "none"] and body[1][:2] == ["attack0", "calor"]
+    assert body[0][2] == "0.900 *" and body[1][3] == "0.500 *"  # best natural acc / lowest attack acc per attack
+    wide = text_table(rows, width=10_000)
+    assert wide.splitlines()[0].startswith("defense")  # fits: the wide layout
+    narrow = text_table(rows, width=80)
+    assert narrow.splitlines()[0].split()[:2] == ["attack", "defense"] and all(len(x) <= 80 for x in narrow.splitlines())
 
 
 def test_pareto_front() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import shutil
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -99,9 +100,38 @@ def main_table(rows: list[dict[str, Any]], markdown: bool = True) -> tuple[list[
     return header, body
 
 
-def text_table(rows: list[dict[str, Any]]) -> str:
-    """Aligned plain-text main table for the terminal (mean ± std over seeds, best marked *)."""
-    return plain_table(*main_table(rows, markdown=False))
+WIDE_TABLE_MAX_ATTACKS = 3  # beyond this, report.md/html lay the main table out one line per (attack, defense)
+
+
+def long_table(rows: list[dict[str, Any]], markdown: bool = True) -> tuple[list[str], list[list[str]]]:
+    """The main table's numbers with one line per (attack, defense) and one column per metric: it stays
+    readable with many attacks. The best defense per attack and metric is marked as in `main_table`."""
+    agg = aggregate(rows)
+    metrics = [m for m in METRICS if any(m in agg["cells"][lab].get(a, {}) for lab in agg["labels"] for a in agg["attacks"])]
+    header = ["attack", "defense", "natural_acc", *metrics]
+    body = []
+    for attack in agg["attacks"]:
+        for label in agg["labels"]:
+            e = agg["cells"][label]
+            line = [attack, label]
+            for metric, higher in [("natural_acc", True), *[(m, METRICS[m]) for m in metrics]]:
+                mean, std, n = e[metric] if metric == "natural_acc" else e[attack].get(metric, (math.nan, 0.0, 0))
+                text = "-" if math.isnan(mean) else fmt_ms(mean, std) if n > 1 else fmt_ms(mean, std).split(" ± ")[0]
+                if len(agg["labels"]) > 1 and mean == _best(agg, None if metric == "natural_acc" else attack, metric, higher):
+                    text = f"**{text}**" if markdown else f"{text} *"
+                line.append(text)
+            body.append(line)
+    return header, body
+
+
+def text_table(rows: list[dict[str, Any]], width: int | None = None) -> str:
+    """Aligned plain-text main table for the terminal (mean ± std over seeds, best marked *); when it is
+    wider than `width` (default: the terminal's), the same numbers one line per (attack, defense)."""
+    wide = plain_table(*main_table(rows, markdown=False))
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    if max(len(line) for line in wide.splitlines()) <= width:
+        return wide
+    return plain_table(*long_table(rows, markdown=False))
 
 
 CELL_COLUMNS = ["label", "attack", "threat_model", "seed", "natural_acc", "attack_acc@1", "knn_dist", "eval_fid", "queries",
@@ -249,9 +279,10 @@ def write_report(out: Path, rows: list[dict[str, Any]], protocol: dict[str, Any]
         figs.append(("CALoR sensitivity", f"{key} sweep", str(p.relative_to(out))))
     first_seed = min(r["seed"] for r in rows)
     grids = [(f"{r['label']} × {r['attack']} (seed {r['seed']})", r["grid"]) for r in rows if r["seed"] == first_seed and r.get("grid")]
-    header, body = main_table(rows)
+    many_attacks = len(set(r["attack"] for r in rows)) > WIDE_TABLE_MAX_ATTACKS
+    header, body = long_table(rows) if many_attacks else main_table(rows)
     md = [f"# {title}", "", "## Main table", "", markdown_table(header, body), "",
-          f"Mean ± std over seeds {protocol.get('seeds')}; **bold** = best per column (highest natural accuracy, "
+          f"Mean ± std over seeds {protocol.get('seeds')}; **bold** = best {'defense per attack and metric' if many_attacks else 'per column'} (highest natural accuracy, "
           "lowest attack accuracy, largest knn_dist / eval_fid). Attack accuracy is judged by the evaluation model "
           f"({protocol['evaluation_model']['arch']}, natural accuracy {protocol['evaluation_model']['natural_acc']:.4f}); "
           "knn_dist = squared L2 distance in its features to the nearest private training image of the attacked class "
