@@ -130,8 +130,41 @@ def test_bpda_attack_counts_its_forwards_as_target_queries() -> None:
 
     prior = atk.prepare(oracle, Store())
     rec = atk.run(oracle, prior, [1], 3, seed=0)
-    assert rec.queries == 5 * 3 and rec.extras["bpda_swapped"] == 1
-    assert prior.straight_through is not oracle.module
+    assert rec.queries == 5 * 3 and rec.extras["bpda_swapped"] == 1 and rec.extras["base"] == "gmi"
+    assert prior.oracle.module is not oracle.module
+
+
+class GanStore:
+    device = torch.device("cpu")
+
+    def gan(self):
+        return tiny_prior()
+
+
+def test_bpda_without_saturating_activations_is_exactly_its_base() -> None:
+    oracle = make_oracle(tiny_target(low_rank=False), ThreatModel.WHITE_BOX, 3, (1, 16, 16))
+    for base in ("gmi", "adaptive-logit"):
+        plain = build_attack(base, {"iterations": 4})
+        bpda = build_attack("adaptive-bpda", {"iterations": 4, "base": base})
+        ref = plain.run(oracle, plain.prepare(oracle, GanStore()), [0, 2], 2, seed=1)
+        prior = bpda.prepare(oracle, GanStore())
+        rec = bpda.run(oracle, prior, [0, 2], 2, seed=1)
+        assert prior.swapped == 0 and rec.extras["base"] == base
+        assert torch.equal(rec.images, ref.images) and rec.queries == ref.queries == 4 * 4
+
+
+def test_bpda_runs_other_white_box_bases_through_the_straight_through_copy() -> None:
+    oracle = make_oracle(saturated_low_rank_target(), ThreatModel.WHITE_BOX, 3, (1, 16, 16))
+    atk = build_attack("adaptive-bpda", {"iterations": 3, "base": "adaptive-logit"})
+    assert atk.base_attack().config.iterations == 3
+    prior = atk.prepare(oracle, GanStore())
+    before = oracle.queries
+    rec = atk.run(oracle, prior, [1], 2, seed=0)
+    assert rec.queries == oracle.queries - before == 3 * 2  # counted on the real target's oracle
+    with pytest.raises(ConfigError, match="white-box"):
+        build_attack("adaptive-bpda", {"base": "brepmi"})
+    with pytest.raises(ConfigError, match="white-box"):
+        build_attack("adaptive-bpda", {"base": "adaptive-bpda"})
 
 
 # ---------- adaptive-surrogate ----------

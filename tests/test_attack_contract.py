@@ -48,3 +48,16 @@ def test_every_attack_declares_threat_model_and_paper(name: str) -> None:
     cls.from_settings({})
     with pytest.raises(ConfigError):
         cls.from_settings({"no_such_setting": 1})
+
+
+def test_bpda_on_a_target_dependent_base_through_the_cli(tiny_target, tmp_path: Path, capsys) -> None:
+    """adaptive-bpda with base=lomma-kedmi builds KED-MI's GAN and LOMMA's surrogates through the
+    straight-through copy; their queries land on the real target's count."""
+    scenario, cache, target = tiny_target
+    out = tmp_path / "out"
+    argv = ["attack", "--scenario", str(scenario), "--target", str(target), "--attack", "adaptive-bpda", "--set", "base=lomma-kedmi",
+            "--classes", "0,1", "--per-class", "2", "--cache", str(cache), "--out", str(out), "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    assert row["attack_config"]["base"] == "lomma-kedmi" and row["prior_queries"] > 0 and row["queries"] > 0
+    assert "kedmi-gan" in row["artifacts"] and "lomma-surrogates" in row["artifacts"]

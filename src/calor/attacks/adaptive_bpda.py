@@ -1,4 +1,5 @@
-"""adaptive-bpda — GMI with straight-through (BPDA) gradients through the target's saturating activations.
+"""adaptive-bpda — GMI (or any white-box attack) with straight-through (BPDA) gradients through the target's
+saturating activations.
 
 Adaptive attack against CALoR's **back-propagation lever** (Yu et al., arXiv 2410.05814, 2024): the
 low-rank head's tanh saturates, so d tanh(u)/du = 1 - tanh(u)^2 ~ 0 and the attacker's gradient
@@ -9,10 +10,11 @@ and the reconstructions' classification — are exactly the target's; only the g
 
 Implementation: `prepare` deep-copies the white-box module and replaces each saturating activation
 *module* in the copy by a wrapper whose autograd Function returns act(x) forward and passes the
-gradient through unchanged backward; the original target is never modified. Each forward through the
-copy is counted as queries of the target oracle. Everything else is GMI (Zhang et al., CVPR 2020),
-cross-entropy identity loss included (combine levers with adaptive-logit/pstar in a later study);
-this class only replaces GMI's `identity_term`.
+gradient through unchanged backward; the original target is never modified. The copy is wrapped in a
+`DerivedWhiteBoxOracle`, whose every forward is counted as queries of the target oracle, and the
+`base` attack runs against it unchanged: GMI (Zhang et al., CVPR 2020) by default, cross-entropy
+identity loss included, or any other white-box attack (`base=lomma-kedmi`, `base=plgmi`, ...; its
+target-dependent priors are then built through the copy too — same forward, so the same priors).
 
 Limits: activations applied functionally inside a module's forward (torch.tanh(x)) are not found; calor's
 LowRankHead uses an activation module, and `extras["bpda_swapped"]` records how many were replaced
@@ -22,16 +24,18 @@ LowRankHead uses an activation module, and `extras["bpda_swapped"]` records how 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .base import ATTACKS, PriorStore, Reconstructions
-from .gmi import GMI
-from .oracle import ThreatModel, WhiteBoxOracle
-from .priors import GanPrior
+from ..config import to_dict
+from ..errors import collect
+from .base import ATTACKS, Attack, PriorStore, Reconstructions
+from .gmi import GMI, GMIConfig
+from .oracle import DerivedWhiteBoxOracle, ThreatModel, WhiteBoxOracle
 
 SATURATING = (nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardsigmoid)  # nn.ReLU6 is a Hardtanh
 
@@ -72,33 +76,55 @@ def straight_through_copy(module: nn.Module) -> tuple[nn.Module, int]:
     return clone, swapped
 
 
-@dataclass
-class BPDAPrior(GanPrior):
-    """The shared GAN prior plus the straight-through copy of the target."""
+@dataclass(frozen=True)
+class BPDAConfig(GMIConfig):
+    # The white-box attack run through the straight-through copy. GMI's settings above (lam, lr, momentum,
+    # clamp) apply when base is gmi; another base runs with its own defaults and these iterations.
+    base: str = "gmi"
 
-    straight_through: nn.Module | None = None
-    swapped: int = 0
-    meta: dict[str, Any] = field(default_factory=dict)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        p = []
+        names = [n for n in ATTACKS.names() if n != "adaptive-bpda" and ATTACKS.get(n).threat_model is ThreatModel.WHITE_BOX]
+        if self.base not in names:
+            p.append(f"base={self.base!r}: choose a white-box attack: {', '.join(names)}")
+        collect(p, "adaptive-bpda settings")
+
+
+@dataclass
+class BPDAPrior:
+    """The base attack, the straight-through oracle it runs against, and the base attack's own prior."""
+
+    base: Attack
+    oracle: DerivedWhiteBoxOracle
+    prior: Any
+    swapped: int
 
 
 @ATTACKS.register("adaptive-bpda")
-class AdaptiveBPDA(GMI):
+class AdaptiveBPDA(Attack):
     name = "adaptive-bpda"
     threat_model = ThreatModel.WHITE_BOX
     paper = ("adaptive attack on CALoR (Yu et al., arXiv 2410.05814): BPDA (Athalye et al., ICML 2018) "
-             "straight-through gradients, built on GMI (Zhang et al., CVPR 2020)")
+             "straight-through gradients, on GMI (Zhang et al., CVPR 2020) or any white-box attack (`base`)")
+    Config = BPDAConfig
+
+    def base_attack(self) -> Attack:
+        cfg = self.config
+        if cfg.base == "gmi":
+            return GMI(GMIConfig(**{k: v for k, v in to_dict(cfg).items() if k != "base"}))
+        base_cls = ATTACKS.get(cfg.base)
+        takes_iterations = "iterations" in {f.name for f in dataclasses.fields(base_cls.Config)}
+        return base_cls.from_settings({"iterations": cfg.iterations} if takes_iterations and cfg.iterations is not None else {})
 
     def prepare(self, oracle: WhiteBoxOracle, priors: PriorStore) -> BPDAPrior:
-        gan = priors.gan()
         clone, swapped = straight_through_copy(oracle.module)
         clone.eval()
-        return BPDAPrior(gan.generator, gan.critic, gan.kind, gan.path, straight_through=clone, swapped=swapped)
-
-    def identity_term(self, oracle: WhiteBoxOracle, prior: BPDAPrior, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        oracle.count(images)  # the copy computes the target's own logits: count them as target queries
-        return self.identity_loss(prior.straight_through(images), y)
+        straight_through = DerivedWhiteBoxOracle(oracle, clone)  # its forwards are counted as target queries
+        base = self.base_attack()
+        return BPDAPrior(base, straight_through, base.prepare(straight_through, priors), swapped)
 
     def _run(self, oracle: WhiteBoxOracle, prior: BPDAPrior, classes: list[int], per_class: int, gen: torch.Generator) -> Reconstructions:
-        rec = super()._run(oracle, prior, classes, per_class, gen)
-        rec.extras["bpda_swapped"] = prior.swapped
+        rec = prior.base._run(prior.oracle, prior.prior, classes, per_class, gen)
+        rec.extras |= {"bpda_swapped": prior.swapped, "base": prior.base.name}
         return rec

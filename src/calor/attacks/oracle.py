@@ -76,6 +76,21 @@ class WhiteBoxOracle(BlackBoxOracle):
         return self._module(x)
 
 
+class DerivedWhiteBoxOracle(WhiteBoxOracle):
+    """A white-box oracle over a modified copy of the target (an adaptive attack's straight-through
+    copy, say), with the full white-box interface; every image it sees is counted as a query of the
+    `parent` oracle, so the attack's reported queries include them."""
+
+    def __init__(self, parent: WhiteBoxOracle, module: nn.Module) -> None:
+        super().__init__(module, parent.num_classes, parent.image_shape)
+        self.parent = parent
+        self.queries = parent.queries
+
+    def count(self, x: torch.Tensor) -> None:
+        self.parent.count(x)
+        self.queries = self.parent.queries
+
+
 ORACLES = {ThreatModel.WHITE_BOX: WhiteBoxOracle, ThreatModel.BLACK_BOX: BlackBoxOracle, ThreatModel.LABEL_ONLY: LabelOnlyOracle}
 
 
