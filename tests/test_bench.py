@@ -64,6 +64,21 @@ def test_many_attacks_fall_back_to_one_line_per_attack_and_defense() -> None:
     assert narrow.splitlines()[0].split()[:2] == ["attack", "defense"] and all(len(x) <= 80 for x in narrow.splitlines())
 
 
+def test_estimate_charges_each_attack_its_cost_and_each_prior_once(tiny_scenario) -> None:
+    from calor.attacks import ATTACKS
+    from calor.bench import ATTACK_COST, estimate_seconds
+
+    def est(attacks, defenses=("none",)):
+        return estimate_seconds(plan_bench(tiny_scenario, list(defenses), list(attacks), [0], {}))
+
+    assert est(["brepmi"]) > est(["mirror-b"]) > est(["gmi"])  # the query-based attacks cost the most
+    gmi_attack = (est(["gmi", "adaptive-logit"]) - est(["gmi"])) / 1.05  # shares GMI's GAN: attack time only
+    assert gmi_attack > 0
+    # kedmi next to lomma-kedmi adds only its attack time: KED-MI's GAN is built once for both
+    assert est(["kedmi", "lomma-kedmi"]) - est(["lomma-kedmi"]) == pytest.approx(0.5 * gmi_attack)
+    assert set(ATTACK_COST) <= set(ATTACKS.names())  # no stale names
+
+
 def test_pareto_front() -> None:
     pts = [(0.9, 0.99), (0.5, 0.95), (0.6, 0.90), (0.2, 0.80)]
     assert pareto_front(pts) == [(0.2, 0.8), (0.5, 0.95), (0.9, 0.99)]
