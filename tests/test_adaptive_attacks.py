@@ -165,6 +165,8 @@ def test_bpda_runs_other_white_box_bases_through_the_straight_through_copy() -> 
         build_attack("adaptive-bpda", {"base": "brepmi"})
     with pytest.raises(ConfigError, match="white-box"):
         build_attack("adaptive-bpda", {"base": "adaptive-bpda"})
+    with pytest.raises(ConfigError, match="only with base=gmi"):
+        build_attack("adaptive-bpda", {"base": "kedmi", "lam": 50.0})  # would be silently ignored otherwise
 
 
 # ---------- adaptive-surrogate ----------

@@ -88,6 +88,10 @@ class BPDAConfig(GMIConfig):
         names = [n for n in ATTACKS.names() if n != "adaptive-bpda" and ATTACKS.get(n).threat_model is ThreatModel.WHITE_BOX]
         if self.base not in names:
             p.append(f"base={self.base!r}: choose a white-box attack: {', '.join(names)}")
+        elif self.base != "gmi":
+            gmi_only = [f.name for f in dataclasses.fields(GMIConfig) if f.name != "iterations" and getattr(self, f.name) != f.default]
+            if gmi_only:
+                p.append(f"{', '.join(gmi_only)}: GMI's settings, used only with base=gmi (base={self.base} runs with its own defaults)")
         collect(p, "adaptive-bpda settings")
 
 

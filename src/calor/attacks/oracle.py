@@ -34,8 +34,7 @@ class LabelOnlyOracle:
         self.device = next(model.parameters()).device
 
     def count(self, x: torch.Tensor) -> None:
-        """Record `x` as target queries (checking its shape). The oracle's own methods call this; a
-        white-box attack that evaluates a copy of the target's module calls it for those images too."""
+        """Record `x` as target queries (checking its shape); every method that answers calls it."""
         if tuple(x.shape[1:]) != self.image_shape:
             raise ThreatModelError(f"oracle expects images of shape {self.image_shape}, got {tuple(x.shape[1:])}")
         self.queries += len(x)
