@@ -79,6 +79,19 @@ def test_estimate_charges_each_attack_its_cost_and_each_prior_once(tiny_scenario
     assert set(ATTACK_COST) <= set(ATTACKS.names())  # no stale names
 
 
+def test_attack_specs_carry_settings_and_plain_cells_keep_their_ids(tiny_scenario) -> None:
+    from calor.bench import Cell, parse_attack_spec, split_specs
+
+    assert split_specs("gmi, adaptive-bpda[base=kedmi,iterations=5],lokt") == ["gmi", "adaptive-bpda[base=kedmi,iterations=5]", "lokt"]
+    assert parse_attack_spec("adaptive-bpda[base=kedmi,iterations=5]") == ("adaptive-bpda", (("base", "kedmi"), ("iterations", "5")))
+    plan = plan_bench(tiny_scenario, ["calor"], ["gmi", "adaptive-bpda[base=kedmi]"], [0], {})
+    assert [c.attack_label for c in plan.cells] == ["gmi", "adaptive-bpda[base=kedmi]"]
+    assert "attack_variant" not in Cell("calor", "gmi", 0).key(tiny_scenario)  # ids of cells stored earlier are unchanged
+    for bad in ("adaptive-bpda[base=brepmi]", "adaptive-bpda[base]", "gmi[lam=1", "gmi[no_such=1]"):
+        with pytest.raises(ConfigError):
+            plan_bench(tiny_scenario, ["calor"], [bad], [0], {})
+
+
 def test_pareto_front() -> None:
     pts = [(0.9, 0.99), (0.5, 0.95), (0.6, 0.90), (0.2, 0.80)]
     assert pareto_front(pts) == [(0.2, 0.8), (0.5, 0.95), (0.9, 0.99)]
@@ -86,13 +99,16 @@ def test_pareto_front() -> None:
 
 def test_bench_report_has_every_section(tiny_yaml: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "bench"
-    argv = ["bench", "--scenario", str(tiny_yaml), "--defenses", "none,calor", "--attacks", "gmi", "--seeds", "2",
-            "--sweep", "calor.rank=1", "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet"]
+    argv = ["bench", "--scenario", str(tiny_yaml), "--defenses", "none,calor", "--attacks", "gmi,adaptive-bpda[base=adaptive-logit,iterations=3]",
+            "--seeds", "2", "--sweep", "calor.rank=1", "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "natural_acc" in printed and "calor[rank=1]" in printed
+    assert "natural_acc" in printed and "calor[rank=1]" in printed and "adaptive-bpda[base=adaptive-logit,iterations=3]" in printed
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert len(rows) == 6 and {r["seed"] for r in rows} == {0, 1}
+    assert len(rows) == 12 and {r["seed"] for r in rows} == {0, 1}
+    bpda = [r for r in rows if r["attack_name"] == "adaptive-bpda"]
+    assert len(bpda) == 6 and all(r["attack_config"]["base"] == "adaptive-logit" and r["attack_config"]["iterations"] == 3 for r in bpda)
+    assert (out / "figures" / "privacy_utility_adaptive-bpda_base_adaptive-logit_iterations_3.png").is_file()
     page = (out / "report.html").read_text()
     for section in ("id=main-table", "id=privacy-utility", "id=confidence", "id=sensitivity", "id=reconstructions", "id=protocol"):
         assert section in page

@@ -16,6 +16,7 @@ from typing import Any
 
 from .artifacts import config_hash, write_json_atomic
 from .attacks import ATTACKS
+from .attacks.base import build_attack
 from .config import to_dict
 from .defenses import DEFENSES
 from .errors import ConfigError
@@ -57,21 +58,36 @@ class Cell:
     attack: str
     seed: int
     variant: tuple[tuple[str, str], ...] = ()  # defense settings overriding the scenario's (from --sweep)
+    attack_variant: tuple[tuple[str, str], ...] = ()  # attack settings (from --attacks NAME[key=value])
 
     @property
     def settings(self) -> dict[str, str]:
         return dict(self.variant)
 
     @property
+    def attack_settings(self) -> dict[str, str]:
+        return dict(self.attack_variant)
+
+    @property
     def label(self) -> str:
         return self.defense + "".join(f"[{k}={v}]" for k, v in self.variant)
 
+    @property
+    def attack_label(self) -> str:
+        """The attack as written on the command line (parse_attack_spec reads it back)."""
+        settings = ",".join(f"{k}={v}" for k, v in self.attack_variant)
+        return f"{self.attack}[{settings}]" if settings else self.attack
+
     def key(self, scenario: Scenario) -> dict[str, Any]:
-        return {"scenario": scenario.to_dict(), "defense": self.defense, "variant": list(map(list, self.variant)),
-                "attack": self.attack, "seed": self.seed}
+        key = {"scenario": scenario.to_dict(), "defense": self.defense, "variant": list(map(list, self.variant)),
+               "attack": self.attack, "seed": self.seed}
+        if self.attack_variant:  # only when set, so that cells stored before attack variants keep their ids
+            key["attack_variant"] = list(map(list, self.attack_variant))
+        return key
 
     def cell_id(self, scenario: Scenario) -> str:
-        return f"{self.label}-{self.attack}-s{self.seed}".replace("[", "_").replace("]", "").replace("=", "") + "-" + config_hash(self.key(scenario))[:8]
+        name = f"{self.label}-{self.attack_label}-s{self.seed}"
+        return name.replace("[", "_").replace("]", "").replace("=", "") + "-" + config_hash(self.key(scenario))[:8]
 
 
 @dataclass
@@ -95,14 +111,46 @@ def parse_sweeps(specs: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def plan_bench(scenario: Scenario, defenses: list[str], attacks: list[str], seeds: list[int], sweeps: dict[str, list[str]] | None = None) -> BenchPlan:
-    """All cells, validating every name and sweep setting before anything runs.
+def split_specs(text: str) -> list[str]:
+    """'gmi,adaptive-bpda[base=kedmi,iterations=50]' -> ['gmi', 'adaptive-bpda[base=kedmi,iterations=50]']:
+    commas split the list except inside brackets."""
+    out, depth, current = [], 0, ""
+    for ch in text:
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            out.append(current)
+            current = ""
+        else:
+            current += ch
+    return [spec.strip() for spec in [*out, current] if spec.strip()]
 
-    A sweep varies one setting at a time around the scenario's defaults (a sensitivity analysis, not a
-    full product): `calor.rank=2,4` adds the cells calor[rank=2] and calor[rank=4]."""
+
+def parse_attack_spec(spec: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """'adaptive-bpda[base=lomma-kedmi]' -> ('adaptive-bpda', (('base', 'lomma-kedmi'),)); 'gmi' -> ('gmi', ())."""
+    name, bracket, rest = spec.partition("[")
+    if not bracket:
+        return spec.strip(), ()
+    if not rest.endswith("]"):
+        raise ConfigError(f"attack {spec!r}: expected NAME or NAME[key=value,...]")
+    pairs = []
+    for item in split_specs(rest[:-1]):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"attack {spec!r}: {item!r} is not key=value")
+        pairs.append((key.strip(), value.strip()))
+    return name.strip(), tuple(pairs)
+
+
+def plan_bench(scenario: Scenario, defenses: list[str], attacks: list[str], seeds: list[int], sweeps: dict[str, list[str]] | None = None) -> BenchPlan:
+    """All cells, validating every name and setting before anything runs.
+
+    An attack may carry settings, `adaptive-bpda[base=lomma-kedmi]`: a column of its own. A sweep varies
+    one defense setting at a time around the scenario's defaults (a sensitivity analysis, not a full
+    product): `calor.rank=2,4` adds the cells calor[rank=2] and calor[rank=4]."""
     sweeps = sweeps or {}
+    parsed = [parse_attack_spec(a) for a in attacks]
     problems = [f"unknown defense {d!r}" for d in defenses if d not in DEFENSES]
-    problems += [f"unknown attack {a!r}" for a in attacks if a not in ATTACKS]
+    problems += [f"unknown attack {a!r}" for a, _ in parsed if a not in ATTACKS]
     if problems:
         raise ConfigError("; ".join(problems) + f". Defenses: {', '.join(DEFENSES.names())}. Attacks: {', '.join(ATTACKS.names())}")
     if not defenses or not attacks or not seeds:
@@ -115,7 +163,10 @@ def plan_bench(scenario: Scenario, defenses: list[str], attacks: list[str], seed
         for v in values:
             DEFENSES.get(defense).from_settings({**scenario.defenses.get(defense, {}), setting: v})  # validates
             variants[defense].append(((setting, v),))
-    cells = [Cell(d, a, s, var) for d in defenses for var in variants[d] for a in attacks for s in seeds]
+    for a, settings in parsed:
+        if settings:
+            build_attack(a, dict(settings))  # validates
+    cells = [Cell(d, a, s, var, avar) for d in defenses for var in variants[d] for a, avar in parsed for s in seeds]
     return BenchPlan(scenario, cells, sweeps)
 
 
@@ -148,7 +199,7 @@ def _status_table(plan: BenchPlan, done: set[str], title: str) -> None:
         table.add_column(col)
     for i, c in enumerate(plan.cells, 1):
         status = "[green]done[/green]" if c.cell_id(plan.scenario) in done else "todo"
-        table.add_row(str(i), c.label, c.attack, str(c.seed), status)
+        table.add_row(str(i), c.label, c.attack_label, str(c.seed), status)
     console.print(table)
 
 
@@ -180,13 +231,14 @@ def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: 
         cid = cell.cell_id(sc)
         if cid in done:
             continue
-        log(f"[bold]cell {i}/{len(plan.cells)}[/bold] {cell.label} × {cell.attack} (seed {cell.seed})")
+        log(f"[bold]cell {i}/{len(plan.cells)}[/bold] {cell.label} × {cell.attack_label} (seed {cell.seed})")
         target = train_target(sc, cell.defense, seed=cell.seed, settings=cell.settings, ws=ws)
-        run = attack_target(sc, target, cell.attack, seed=cell.seed, ws=ws, eval_model=evaluation)
+        run = attack_target(sc, target, cell.attack, seed=cell.seed, settings=cell.attack_settings, ws=ws, eval_model=evaluation)
         grid = out / "grids" / f"{cid}.png"
         reconstruction_grid(run.reconstructions.images, run.reconstructions.labels, run.metrics["nearest_private_index"], data, grid)
         row = result_row(sc, target, run, evaluation) | {
-            "cell": cid, "label": cell.label, "variant": cell.settings, "grid": str(grid.relative_to(out)),
+            "cell": cid, "label": cell.label, "variant": cell.settings, "attack": cell.attack_label, "attack_name": cell.attack,
+            "attack_variant": cell.attack_settings, "grid": str(grid.relative_to(out)),
             "data_key_hash": config_hash(data_key(sc)),
         }
         write_json_atomic(out / "cells" / f"{cid}.json", row)
@@ -201,7 +253,7 @@ def bench_protocol(plan: BenchPlan, rows: list[dict[str, Any]]) -> dict[str, Any
     data = load_data(sc)
     return {
         "scenario": sc.name, "description": sc.description, "seeds": sorted({c.seed for c in plan.cells}),
-        "defenses": sorted({c.label for c in plan.cells}), "attacks": sorted({c.attack for c in plan.cells}),
+        "defenses": sorted({c.label for c in plan.cells}), "attacks": sorted({c.attack_label for c in plan.cells}),
         "sweeps": plan.sweeps, "classes_attacked": sc.attacked_classes(), "reconstructions_per_class": sc.attack.per_class,
         "attack_iterations": sc.attack.iterations, "prior": to_dict(sc.prior),
         "data_split": {k: v for k, v in data.info.items() if k != "indices"},
@@ -211,4 +263,5 @@ def bench_protocol(plan: BenchPlan, rows: list[dict[str, Any]]) -> dict[str, Any
     }
 
 
-__all__ = ["BenchPlan", "Cell", "bench_protocol", "estimate_seconds", "finished_cells", "parse_sweeps", "plan_bench", "run_bench"]
+__all__ = ["BenchPlan", "Cell", "bench_protocol", "estimate_seconds", "finished_cells", "parse_attack_spec", "parse_sweeps",
+           "plan_bench", "run_bench", "split_specs"]

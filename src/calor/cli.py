@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, out=None)
     p.add_argument("--out", default=None, help="output directory (default runs/bench-<scenario>)")
     p.add_argument("--defenses", default="none,calor", help="comma-separated defenses (default none,calor)")
-    p.add_argument("--attacks", default="gmi", help="comma-separated attacks (default gmi)")
+    p.add_argument("--attacks", default="gmi", help="comma-separated attacks, each optionally with settings: NAME[key=value,...] (default gmi)")
     p.add_argument("--seeds", type=int, default=2, help="number of seeds: SEED, SEED+1, ..., SEED+N-1 (default 2)")
     p.add_argument("--sweep", action="append", default=[], metavar="DEFENSE.SETTING=V1,V2",
                    help="sensitivity sweep, e.g. calor.rank=2,4,8,16 (repeatable)")
@@ -119,7 +119,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_protocol, estimate_seconds, finished_cells, parse_sweeps, plan_bench, run_bench
+    from .bench import bench_protocol, estimate_seconds, finished_cells, parse_sweeps, plan_bench, run_bench, split_specs
     from .report import cells_table, plain_table, text_table, write_report
 
     scenario, ws = _setup(args)
@@ -129,13 +129,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
     names = lambda text: [n.strip() for n in text.split(",") if n.strip()]  # noqa: E731
     seeds = list(range(args.seed, args.seed + args.seeds))
-    plan = plan_bench(scenario, names(args.defenses), names(args.attacks), seeds, parse_sweeps(args.sweep))
+    plan = plan_bench(scenario, names(args.defenses), split_specs(args.attacks), seeds, parse_sweeps(args.sweep))
     out = Path(args.out or f"runs/bench-{scenario.name}")
     if args.dry_run:
         done = finished_cells(out)
         for i, c in enumerate(plan.cells, 1):
             status = "done" if c.cell_id(scenario) in done else "todo"
-            print(f"{i:>3}  {c.label:<28} {c.attack:<18} seed {c.seed}  {status}")
+            print(f"{i:>3}  {c.label:<28} {c.attack_label:<18} seed {c.seed}  {status}")
         print(f"{len(plan.cells)} cells ({sum(c.cell_id(scenario) in done for c in plan.cells)} done); "
               f"estimated cold run on 2 CPU cores: ~{estimate_seconds(plan) / 60:.0f} min (cached artifacts make it shorter)")
         return 0

@@ -162,6 +162,11 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
 
 # ----------------------------------------------------------------------------------------------- plots
 
+def _file_name(label: str) -> str:
+    """A label such as `adaptive-bpda[base=lomma-kedmi]` as a plain file-name part."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label).strip("_")
+
+
 def _save_figure(plt: Any, fig: Any, path: Path) -> Path:
     try:
         fig.tight_layout()
@@ -270,7 +275,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], protocol: dict[str, Any]
     write_json_atomic(out / "results.json", {"protocol": protocol, "rows": rows})
     figs: list[tuple[str, str, str]] = []  # (section, caption, relative path)
     for attack in dict.fromkeys(r["attack"] for r in rows):
-        p = privacy_utility_plot(rows, attack, out / "figures" / f"privacy_utility_{attack}.png")
+        p = privacy_utility_plot(rows, attack, out / "figures" / f"privacy_utility_{_file_name(attack)}.png")
         figs.append(("Privacy–utility", f"{attack}: natural accuracy vs attack accuracy (mean ± std over seeds)", str(p.relative_to(out))))
     p = confidence_histograms(rows, out / "figures" / "confidence_histograms.png")
     figs.append(("True-class confidence", "private training set, per defense (what Confidence Adaptation moves)", str(p.relative_to(out))))
