@@ -352,7 +352,8 @@ def result_row(scenario: Scenario, target: TrainedClassifier, run: AttackRun, ev
         row["attack_acc@5"] = m["attack_acc@5"]
     row |= {
         "knn_dist": m["knn_dist"], "eval_fid": m["eval_fid"], "train_s": tm["train_seconds"], "attack_s": m["attack_seconds"],
-        "prior_s": m.get("prior_seconds", 0.0), "threat_model": run.meta["threat_model"], "queries": m["queries"], "prior_queries": m.get("prior_queries", 0), "mean_train_confidence": tm["train_confidence"]["mean"],
+        "prior_s": m.get("prior_seconds", 0.0), "threat_model": run.meta["threat_model"], "queries": m["queries"],
+        "prior_queries": m.get("prior_queries", 0), "mean_train_confidence": tm["train_confidence"]["mean"],
         "train_confidence_histogram": tm["train_confidence"]["histogram"],
         "confidence_by_stage": {k: v["mean"] for k, v in tm["confidence_by_stage"].items()},
         "eval_model_acc": eval_model.meta["metrics"]["natural_acc"],
