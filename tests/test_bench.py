@@ -76,6 +76,7 @@ def test_estimate_charges_each_attack_its_cost_and_each_prior_once(tiny_scenario
     assert gmi_attack > 0
     # kedmi next to lomma-kedmi adds only its attack time: KED-MI's GAN is built once for both
     assert est(["kedmi", "lomma-kedmi"]) - est(["lomma-kedmi"]) == pytest.approx(0.5 * gmi_attack)
+    assert est(["adaptive-bpda[base=lomma-kedmi]"]) == pytest.approx(est(["lomma-kedmi"]))  # priced as its base
     assert set(ATTACK_COST) <= set(ATTACKS.names())  # no stale names
 
 
