@@ -184,7 +184,7 @@ def estimate_seconds(plan: BenchPlan) -> float:
     t = per_epoch * sc.evaluation.epochs * 2  # evaluation model (wider ResNet)
     t += len(targets) * per_epoch * (sc.target.epochs + 5)
     for c in plan.cells:
-        priced = c.attack_settings.get("base", c.attack) if c.attack == "adaptive-bpda" else c.attack  # BPDA costs what its base costs
+        priced = c.attack_settings.get("base", c.attack)  # an attack run on a base (adaptive-bpda) costs what its base costs
         relative, needs = ATTACK_COST.get(priced, ATTACK_COST["gmi"])
         t += relative * gmi_s
         for name, units in needs.items():
