@@ -10,7 +10,12 @@ import torch
 import yaml
 
 os.environ.setdefault("CALOR_PROGRESS", "0")
-torch.set_num_threads(2)
+# The CLI applies calor's thread policy on every call; pin it so tests behave alike on any machine.
+os.environ.setdefault("CALOR_THREADS", "2")
+
+from calor.runtime import configure_threads  # noqa: E402
+
+configure_threads()
 
 TINY = {
     "name": "tiny",

@@ -21,6 +21,7 @@ def test_demo_end_to_end_writes_results_report_and_grids(tiny_yaml: Path, tmp_pa
         assert 0 <= r["natural_acc"] <= 1 and 0 <= r["attack_acc@1"] <= 1
         assert r["knn_dist"] > 0 and r["eval_fid"] >= 0 and r["queries"] == 8 * 2 * 3
         assert r["scenario_config"]["name"] == "tiny" and r["versions"]["torch"] and r["data_split"]["sizes"]
+        assert r["versions"]["threads"] == "2" and r["versions"]["cpu_capability"]
         assert Path(r["artifacts"]["target"], "meta.json").is_file()
         assert "attack_acc@5" not in r  # only 3 classes
     md = (out / "report.md").read_text()
@@ -59,6 +60,7 @@ def test_train_attack_evaluate_commands(tiny_yaml: Path, tmp_path: Path, capsys)
     (["train", "--scenario-set", "resolution=30"], "multiple of 4"),
     (["attack", "--target", "no/such/dir"], "does not exist"),
     (["train", "--device", "tpu"], "unknown device"),
+    (["train", "--threads", "0"], "--threads 0"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(argv, message, tmp_path: Path, capsys) -> None:
     assert main([*argv, "--cache", str(tmp_path), "--quiet"]) == 2

@@ -18,12 +18,13 @@ from .models import CLASSIFIERS, LowRankHead, build_classifier  # noqa: E402
 from .pipeline import (  # noqa: E402
     AttackRun, TrainedClassifier, Workspace, attack_target, load_classifier, load_data, train_evaluation_model, train_target,
 )
+from .runtime import configure_threads  # noqa: E402
 from .scenario import Scenario, builtin_scenarios, load_scenario  # noqa: E402
 
 __all__ = [
     "ATTACKS", "ArtifactError", "AttackRun", "CLASSIFIERS", "CalorError", "ConfigError", "DEFENSES", "DataError",
     "LowRankHead", "MetricError", "Scenario", "ThreatModel", "ThreatModelError", "TrainedClassifier", "Workspace",
-    "attack_target", "build_attack", "build_classifier", "build_defense", "builtin_scenarios", "ca_target_confidence",
+    "attack_target", "build_attack", "build_classifier", "build_defense", "builtin_scenarios", "ca_target_confidence", "configure_threads",
     "confidence_adaptation_loss", "load_classifier", "load_data", "load_scenario", "make_oracle", "train_evaluation_model",
     "train_target",
 ]

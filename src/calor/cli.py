@@ -20,6 +20,8 @@ def _common(p: argparse.ArgumentParser, *, out: str | None = None) -> None:
     p.add_argument("--scenario", default="mnist", help="built-in scenario name or a YAML file (default: mnist)")
     p.add_argument("--seed", type=int, default=0, help="experiment seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: $CALOR_THREADS, else the CPUs this process may use); recorded in every result")
     p.add_argument("--cache", default="runs/cache", help="artifact cache directory (default runs/cache)")
     p.add_argument("--scenario-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario setting, e.g. target.epochs=5 (repeatable)")
@@ -92,10 +94,11 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
     from . import progress
     from .config import parse_assignments
     from .pipeline import Workspace
-    from .runtime import resolve_device
+    from .runtime import configure_threads, resolve_device
     from .scenario import load_scenario
 
     progress.set_enabled(not args.quiet)
+    configure_threads(args.threads)
     scenario = load_scenario(args.scenario)
     if args.scenario_set:
         scenario = scenario.with_overrides(parse_assignments(args.scenario_set))

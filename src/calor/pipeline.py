@@ -34,7 +34,7 @@ from .progress import log
 from .runtime import seed_everything, versions
 from .scenario import ClassifierSpec, Scenario
 
-ARTIFACT_FORMAT = 2  # bump when a change makes old cached artifacts invalid
+ARTIFACT_FORMAT = 3  # bump when a change makes old cached artifacts invalid
 EVAL_MODEL_SEED = 12345  # one evaluation model per scenario, independent of the experiment seeds
 
 

@@ -1,7 +1,10 @@
-"""The one device / seed / version policy. Nothing else in calor calls `.cuda()` or seeds an RNG globally."""
+"""The one device / thread / seed / version policy. Nothing else in calor calls `.cuda()`, sets the
+number of torch threads or seeds an RNG globally."""
 
 from __future__ import annotations
 
+import functools
+import os
 import platform
 import random
 import sys
@@ -25,6 +28,52 @@ def resolve_device(name: str = "cpu") -> torch.device:
     raise ConfigError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto")
 
 
+THREADS_ENV = "CALOR_THREADS"
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which respects taskset and container limits)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op thread count and return it.
+
+    `threads` wins; else the ``CALOR_THREADS`` environment variable; else the CPUs this process may use.
+    Numbers move with the thread count (different reduction orders), so `versions()` records it.
+    """
+    source = "--threads"
+    if threads is None and os.environ.get(THREADS_ENV, "").strip():
+        raw, source = os.environ[THREADS_ENV].strip(), THREADS_ENV
+        try:
+            threads = int(raw)
+        except ValueError:
+            raise ConfigError(f"{THREADS_ENV}={raw!r}: must be a positive integer") from None
+    if threads is None:
+        threads = available_cpus()
+    if threads < 1:
+        raise ConfigError(f"{source} {threads}: the number of threads must be >= 1")
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch, and return a CPU generator for explicit sampling."""
     random.seed(seed)
@@ -43,4 +92,9 @@ def versions() -> dict[str, str]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "platform": platform.platform(),
+        "cpu": cpu_model(),
+        # The SIMD kernels torch/oneDNN pick (AVX2 vs AVX512) and the thread count both change numbers.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
+        "threads": str(torch.get_num_threads()),
     }

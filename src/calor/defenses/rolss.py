@@ -13,7 +13,7 @@ Deviations / choices, stated:
   stage". Set it higher to reach earlier stages (one block per stage here).
 - The paper's optional two-stage training scheme (train with skips, then remove them and fine-tune)
   is not implemented: the skip paths are scaled from the start of training, as in plain RoLSS.
-- The shortcut's weights (the 1x1 downsampling conv + BN of a stage's first block) stay in the module
+- The shortcut's weights (the average-pool + 1x1 conv + BN of a stage's first block) stay in the module
   even when ``keep_ratio = 0`` so that artifacts keep the standard ResNet state-dict layout; they then
   receive no gradient and contribute nothing.
 - ``residual_scale`` is a plain attribute, not part of the state dict: `prepare` sets it from the

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..registry import Registry
+from .conv_safety import make_conv_safe
 from .heads import LinearHead
 
 CLASSIFIERS: Registry = Registry("classifier architecture")
@@ -63,7 +64,8 @@ class ConvNet(Classifier):
 
 
 class BasicBlock(nn.Module):
-    """Residual block; `residual_scale` scales the skip path (1 = standard, 0 = skip removed)."""
+    """Residual block with a ResNet-D shortcut; `residual_scale` scales the skip path (1 = standard,
+    0 = skip removed)."""
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -73,7 +75,11 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            # ResNet-D shortcut: average-pool, then a stride-1 1x1 conv. Besides using every input pixel,
+            # it never produces a strided 1x1 conv, whose oneDNN backward-weights kernel can hang or
+            # write wrong gradients with few input channels (see models/conv_safety.py).
+            pool: nn.Module = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride != 1 else nn.Identity()
+            self.shortcut = nn.Sequential(pool, nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
         self.residual_scale = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,6 +111,9 @@ class ResNet(Classifier):
 
 
 def build_classifier(arch: str, *, num_classes: int, in_channels: int, resolution: int, width: int, feature_dim: int) -> Classifier:
-    """Build a registered architecture with its plain linear head."""
+    """Build a registered architecture with its plain linear head (oneDNN-unsafe convs rewritten, see
+    `conv_safety`; a registered architecture has none, which the tests check)."""
     cls = CLASSIFIERS.get(arch)
-    return cls(num_classes=num_classes, in_channels=in_channels, resolution=resolution, width=width, feature_dim=feature_dim)
+    model = cls(num_classes=num_classes, in_channels=in_channels, resolution=resolution, width=width, feature_dim=feature_dim)
+    make_conv_safe(model)
+    return model
