@@ -321,7 +321,9 @@ def attack_target(
     prior = atk.prepare(oracle, priors)
     seed_everything(seed)
     rec = atk.run(oracle, prior, classes, per_class, seed)
+    t0 = time.perf_counter()
     metrics = evaluate_reconstructions(rec, data, eval_model.model)
+    metrics["metrics_seconds"] = time.perf_counter() - t0
     metrics["queries"] = rec.queries
     metrics["prior_queries"] = sum(priors.queries.values())
     metrics["prior_seconds"] = sum(priors.seconds.values())
@@ -352,7 +354,7 @@ def result_row(scenario: Scenario, target: TrainedClassifier, run: AttackRun, ev
         row["attack_acc@5"] = m["attack_acc@5"]
     row |= {
         "knn_dist": m["knn_dist"], "eval_fid": m["eval_fid"], "train_s": tm["train_seconds"], "attack_s": m["attack_seconds"],
-        "prior_s": m.get("prior_seconds", 0.0), "threat_model": run.meta["threat_model"], "queries": m["queries"],
+        "prior_s": m.get("prior_seconds", 0.0), "metrics_s": m.get("metrics_seconds"), "threat_model": run.meta["threat_model"], "queries": m["queries"],
         "prior_queries": m.get("prior_queries", 0), "mean_train_confidence": tm["train_confidence"]["mean"],
         "train_confidence_histogram": tm["train_confidence"]["histogram"],
         "confidence_by_stage": {k: v["mean"] for k, v in tm["confidence_by_stage"].items()},

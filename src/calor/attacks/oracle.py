@@ -72,7 +72,7 @@ class WhiteBoxOracle(BlackBoxOracle):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         self.count(x)
-        return self._module(x)
+        return self._module(x.to(self.device))  # differentiable; a no-op when x is already there
 
 
 class DerivedWhiteBoxOracle(WhiteBoxOracle):
