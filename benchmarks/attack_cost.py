@@ -4,7 +4,8 @@ Gradient-based attacks: seconds per optimisation step (from two runs of K and K 
 so set-up cost cancels) against the *floor*: one bare forward+backward through the same generator and
 target at the same batch (images the attack sends to the target per step). A second floor adds the
 attack's discriminator/critic (its prior term), which the algorithm cannot skip. Query-based attacks
-(mirror-b, brepmi): target queries per second against raw target inference at the attack's batch.
+(mirror-b, brepmi): target queries per second against raw target inference at the attack's batch,
+and against generator + target inference (both attacks query with generated images).
 
     .venv/bin/python benchmarks/attack_cost.py [--attacks gmi,kedmi] [--steps 200] [--device cpu]
 
@@ -24,7 +25,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from calor import Workspace, build_attack, configure_threads, load_scenario, make_oracle, train_target
+from calor import Workspace, build_attack, configure_threads, load_scenario, make_oracle, progress, train_target
 from calor.pipeline import Priors, load_data
 from calor.runtime import cpu_model, resolve_device
 
@@ -83,6 +84,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
+    progress.set_enabled(False)
     threads = configure_threads(args.threads)
     device = resolve_device(args.device)
     sc = load_scenario(args.scenario).with_overrides(FAST_PRIORS)
@@ -107,16 +109,20 @@ def main() -> None:
             rec = build_attack(name, knob).run(oracle, prior, classes, per_class, 0)
             batch = max(1, round(sum(calls) / len(calls)))
             x = data.x_public[:batch].to(device)
-            with torch.no_grad():
-                raw = _timed(lambda: target.model(x).softmax(1), device, 200)
-            qps, raw_qps = rec.queries / rec.seconds, batch / raw
-            print(f"{name:<16} {batch:>8} {'':>8} {'':>9} {'':>6} {'':>11} {'':>6}  {qps:,.0f} queries/s vs raw "
-                  f"{raw_qps:,.0f}/s at batch {batch} ({raw_qps / qps:.2f}x)")
+            G, _ = _parts(prior)
+            z = torch.randn(batch, G.z_dim, device=device)
+            with torch.no_grad():  # these attacks query with generated images: G's forward is part of the floor
+                raw = _timed(lambda: target.model(x).softmax(1), device, 20)
+                raw_g = _timed(lambda: target.model(G(z)).softmax(1), device, 20)
+            qps = rec.queries / rec.seconds
+            print(f"{name:<16} {batch:>8}  {qps:,.0f} queries/s; raw target inference {batch / raw:,.0f}/s "
+                  f"({batch / raw / qps:.2f}x); generator + target {batch / raw_g:,.0f}/s ({batch / raw_g / qps:.2f}x)")
             continue
         k = 10
         runs = []
         for iterations in (k, k + args.steps):
             atk = build_attack(name, {"iterations": iterations})
+            prior = atk.prepare(oracle, priors)  # cached after the first; BPDA's prior holds its base attack
             runs.append(atk.run(oracle, prior, classes, per_class, 0))
         per_step = (runs[1].seconds - runs[0].seconds) / args.steps
         batch = round((runs[1].queries - runs[0].queries) / args.steps)

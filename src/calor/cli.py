@@ -26,6 +26,8 @@ def _common(p: argparse.ArgumentParser, *, out: str | None = None) -> None:
     p.add_argument("--scenario-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario setting, e.g. target.epochs=5 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--rebuild", action="store_true",
+                   help="train the judge and GAN prior even where calor ships them (embedded mnist scenario)")
     if out is not None:
         p.add_argument("--out", default=out, help=f"output directory (default {out})")
 
@@ -102,7 +104,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
     scenario = load_scenario(args.scenario)
     if args.scenario_set:
         scenario = scenario.with_overrides(parse_assignments(args.scenario_set))
-    return scenario, Workspace(cache=Path(args.cache), device=resolve_device(args.device))
+    return scenario, Workspace(cache=Path(args.cache), device=resolve_device(args.device), packaged=not args.rebuild)
 
 
 def _print_json(obj: Any) -> None:

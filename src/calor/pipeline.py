@@ -40,10 +40,23 @@ EVAL_MODEL_SEED = 12345  # one evaluation model per scenario, independent of the
 
 @dataclass
 class Workspace:
-    """Where artifacts are cached and which device computes."""
+    """Where artifacts are cached, which device computes, and whether artifacts shipped with calor
+    (`calor.pretrained`: the embedded scenario's judge and seed-0 GAN prior) may stand in for cached ones."""
 
     cache: Path = Path("runs/cache")
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    packaged: bool = True
+
+    def existing(self, path: Path) -> Path | None:
+        """The finished artifact for cache location `path`: the cached one, else a shipped one with the
+        same key (same relative path), else None."""
+        if find_artifact(path):
+            return path
+        if self.packaged:
+            from .pretrained import packaged_artifact
+
+            return packaged_artifact(Path(path).relative_to(self.cache))
+        return None
 
 
 @dataclass
@@ -118,19 +131,38 @@ def load_classifier(path: Path | str, device: torch.device | None = None) -> Tra
     return TrainedClassifier(model, meta, Path(path))
 
 
+def classifier_key(scenario: Scenario, role: str, spec: ClassifierSpec, defense_name: str, defense: Defense,
+                   seed: int) -> tuple[dict[str, Any], str]:
+    """The cache key of a classifier artifact and its location relative to the cache."""
+    key = {"format": ARTIFACT_FORMAT, "kind": role, **data_key(scenario), "model": _model_spec(load_data(scenario), spec),
+           "budget": to_dict(spec), "defense": defense_name, "defense_config": defense.config_dict(), "seed": seed}
+    return key, f"{'targets' if role == 'target' else 'evaluation'}/{defense_name}-{config_hash(key)}"
+
+
+def evaluation_model_key(scenario: Scenario) -> tuple[dict[str, Any], str]:
+    """The cache key and relative location of the scenario's evaluation model."""
+    return classifier_key(scenario, "evaluation", scenario.evaluation, "none", build_defense("none", {}), EVAL_MODEL_SEED)
+
+
+def gan_key(scenario: Scenario, seed: int) -> tuple[dict[str, Any], str]:
+    """The cache key and relative location of the scenario's shared GAN prior for `seed`."""
+    key = {"format": ARTIFACT_FORMAT, "kind": "prior-gan", **data_key(scenario), "prior": to_dict(scenario.prior), "seed": seed}
+    return key, f"priors/{scenario.prior.kind}-{config_hash(key)}"
+
+
 def _train_classifier_artifact(scenario: Scenario, role: str, spec: ClassifierSpec, defense_name: str, settings: dict[str, Any], seed: int, ws: Workspace) -> TrainedClassifier:
     from .training import train_classifier
 
     defense = build_defense(defense_name, settings)
     data = load_data(scenario)
     model_spec = _model_spec(data, spec)
-    key = {"format": ARTIFACT_FORMAT, "kind": role, **data_key(scenario), "model": model_spec, "budget": to_dict(spec),
-           "defense": defense_name, "defense_config": defense.config_dict(), "seed": seed}
+    key, rel = classifier_key(scenario, role, spec, defense_name, defense, seed)
     h = config_hash(key)
-    path = ws.cache / ("targets" if role == "target" else "evaluation") / f"{defense_name}-{h}"
-    if find_artifact(path):
-        log(f"[dim]cached {role} {defense_name}: {path}[/dim]")
-        return load_classifier(path, ws.device)
+    path = ws.cache / rel
+    found = ws.existing(path)
+    if found:
+        log(f"[dim]cached {role} {defense_name}: {found}[/dim]")
+        return load_classifier(found, ws.device)
     seed_everything(seed)
     model = _build(model_spec, defense)
 
@@ -202,7 +234,9 @@ class Priors:
                "target": self.target_hash if depends_on_target else None}
         h = config_hash(key)
         path = self.ws.cache / "priors" / f"{name}-{h}"
-        if find_artifact(path):
+        found = self.ws.existing(path)
+        if found:
+            path = found
             art = load_artifact(path)
             log(f"[dim]cached prior {name}: {path}[/dim]")
             tensors, meta = art.tensors, art.meta
@@ -222,10 +256,12 @@ class Priors:
     def gan(self) -> GanPrior:
         sc, ws = self.scenario, self.ws
         data = load_data(sc)
-        key = {"format": ARTIFACT_FORMAT, "kind": "prior-gan", **data_key(sc), "prior": to_dict(sc.prior), "seed": self.seed}
+        key, rel = gan_key(sc, self.seed)
         h = config_hash(key)
-        path = ws.cache / "priors" / f"{sc.prior.kind}-{h}"
-        if find_artifact(path):
+        path = ws.cache / rel
+        found = ws.existing(path)
+        if found:
+            path = found
             art = load_artifact(path)
             self.seconds["gan"] = float(art.meta.get("train_seconds", 0.0))
             c, r, _ = data.image_shape

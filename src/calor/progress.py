@@ -26,9 +26,10 @@ def set_enabled(flag: bool) -> None:
 
 @contextmanager
 def task(description: str, total: int) -> Iterator[Callable[..., None]]:
-    """Context manager yielding `advance(n=1, info="")`; draws a bar on stderr when enabled."""
+    """Context manager yielding `advance(n=1, info=None)` (info None keeps the last text); draws a bar on
+    stderr when enabled."""
     if not _enabled:
-        yield lambda n=1, info="": None
+        yield lambda n=1, info=None: None
         return
     if not console.is_terminal:
         with _line_progress(description, total) as advance:
@@ -42,8 +43,11 @@ def task(description: str, total: int) -> Iterator[Callable[..., None]]:
     with bar:
         tid = bar.add_task(description, total=total, info="")
 
-        def advance(n: int = 1, info: str = "") -> None:
-            bar.update(tid, advance=n, info=info)
+        def advance(n: int = 1, info: str | None = None) -> None:
+            if info is None:
+                bar.update(tid, advance=n)
+            else:
+                bar.update(tid, advance=n, info=info)
 
         yield advance
 
@@ -59,7 +63,7 @@ def _line_progress(description: str, total: int) -> Iterator[Callable[..., None]
         info = f" {state['info']}" if state["info"] else ""
         return f"{description}: {state['done']}/{total}{info} ({elapsed:.0f}s)"
 
-    def advance(n: int = 1, info: str = "") -> None:
+    def advance(n: int = 1, info: str | None = None) -> None:
         nonlocal last
         state["done"] += n
         state["info"] = info or state["info"]

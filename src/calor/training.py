@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 
@@ -15,6 +16,7 @@ from .progress import task
 from .scenario import ClassifierSpec
 
 MAX_SHIFT = 2  # pixels of random translation when a stage augments (digits are never flipped)
+PROGRESS_EVERY = 20  # batches between progress-text updates (each one reads the loss from the device)
 
 
 def train_classifier(
@@ -65,7 +67,11 @@ def train_classifier(
                 model.train()
                 t0 = time.perf_counter()
                 perm = torch.randperm(n, generator=gen)
-                total_loss, correct, seen = 0.0, 0, 0
+                # Sums stay on the device: reading a value (`.item()`, `if tensor`) waits for the device,
+                # so the loop reads them once per epoch and the progress text every PROGRESS_EVERY steps.
+                total_loss = torch.zeros((), dtype=torch.float64, device=device)
+                correct = torch.zeros((), dtype=torch.long, device=device)
+                seen = 0
                 for b in range(batches):
                     idx = perm[b * budget.batch_size : (b + 1) * budget.batch_size]
                     if len(idx) < 2:  # batch norm cannot train on a single sample
@@ -77,20 +83,21 @@ def train_classifier(
                     xb, yb = xb.to(device), sy[idx].to(device)
                     logits, extras = defense.forward(model, xb)
                     loss = defense.loss(stage, logits, yb, extras)
-                    if not torch.isfinite(loss):
-                        raise TrainingError(f"{description} [{stage.name}] epoch {epoch}: loss became {loss.item()}; "
-                                            "lower the learning rate or the loss weights")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     defense.after_step(stage, model, xb, yb)
-                    total_loss += loss.item() * len(idx)
-                    correct += (logits.argmax(1) == yb).sum().item()
+                    total_loss += loss.detach() * len(idx)
+                    correct += (logits.detach().argmax(1) == yb).sum()
                     seen += len(idx)
-                    advance(info=f"loss {loss.item():.4f}")
+                    advance(info=f"loss {loss.item():.4f}" if b % PROGRESS_EVERY == 0 else None)
+                epoch_loss = total_loss.item() / max(seen, 1)
+                if not math.isfinite(epoch_loss):
+                    raise TrainingError(f"{description} [{stage.name}] epoch {epoch}: the loss became {epoch_loss}; "
+                                        "lower the learning rate or the loss weights")
                 history.append({
-                    "stage": stage.name, "epoch": epoch, "loss": total_loss / max(seen, 1),
-                    "train_acc": correct / max(seen, 1), "lr": opt.param_groups[0]["lr"],
+                    "stage": stage.name, "epoch": epoch, "loss": epoch_loss,
+                    "train_acc": correct.item() / max(seen, 1), "lr": opt.param_groups[0]["lr"],
                     "seconds": time.perf_counter() - t0, **logged,
                 })
                 sched.step()
