@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 from .attacks import ATTACKS, ThreatModel, build_attack, make_oracle  # noqa: E402
 from .defenses import DEFENSES, build_defense, ca_target_confidence, confidence_adaptation_loss  # noqa: E402
 from .errors import ArtifactError, CalorError, ConfigError, DataError, MetricError, ThreatModelError  # noqa: E402
-from .models import CLASSIFIERS, LowRankHead, build_classifier  # noqa: E402
+from .models import CLASSIFIERS, LowRankHead, affected_convs, build_classifier, make_conv_safe  # noqa: E402
 from .pipeline import (  # noqa: E402
     AttackRun, TrainedClassifier, Workspace, attack_target, load_classifier, load_data, train_evaluation_model, train_target,
 )
@@ -24,7 +24,7 @@ from .scenario import Scenario, builtin_scenarios, load_scenario  # noqa: E402
 __all__ = [
     "ATTACKS", "ArtifactError", "AttackRun", "CLASSIFIERS", "CalorError", "ConfigError", "DEFENSES", "DataError",
     "LowRankHead", "MetricError", "Scenario", "ThreatModel", "ThreatModelError", "TrainedClassifier", "Workspace",
-    "attack_target", "build_attack", "build_classifier", "build_defense", "builtin_scenarios", "ca_target_confidence", "configure_threads",
-    "confidence_adaptation_loss", "load_classifier", "load_data", "load_scenario", "make_oracle", "train_evaluation_model",
-    "train_target",
+    "affected_convs", "attack_target", "build_attack", "build_classifier", "build_defense", "builtin_scenarios",
+    "ca_target_confidence", "confidence_adaptation_loss", "configure_threads", "load_classifier", "load_data",
+    "load_scenario", "make_conv_safe", "make_oracle", "train_evaluation_model", "train_target",
 ]
