@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("demo", help="train an undefended and a CALoR target, attack both with GMI, write a report",
-                       description="Train the evaluation model, an undefended and a CALoR-defended target on the scenario, "
+                       description="Train (or load) the evaluation model, train an undefended and a CALoR-defended target on the scenario, "
                                    "attack both with GMI, and write results.json, report.md and image grids to --out. "
                                    "A second run reuses the cached artifacts.", epilog=EPILOG)
     _common(p, out="runs/demo")
