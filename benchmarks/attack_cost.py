@@ -100,8 +100,8 @@ def main() -> None:
         probe = build_attack(name)
         oracle = make_oracle(target.model, probe.threat_model, data.num_classes, data.image_shape)
         priors = Priors(sc, 0, ws, target_hash=target.meta["hash"])
-        prior = probe.prepare(oracle, priors)
         if name in QUERY:
+            prior = probe.prepare(oracle, priors)
             calls = []
             counted = oracle.count
             oracle.count = lambda x: (calls.append(len(x)), counted(x))  # type: ignore[method-assign]
@@ -122,7 +122,7 @@ def main() -> None:
         runs = []
         for iterations in (k, k + args.steps):
             atk = build_attack(name, {"iterations": iterations})
-            prior = atk.prepare(oracle, priors)  # cached after the first; BPDA's prior holds its base attack
+            prior = atk.prepare(oracle, priors)  # per run: BPDA's prior holds its base attack (and its iterations)
             runs.append(atk.run(oracle, prior, classes, per_class, 0))
         per_step = (runs[1].seconds - runs[0].seconds) / args.steps
         batch = round((runs[1].queries - runs[0].queries) / args.steps)

@@ -155,8 +155,8 @@ def _train_classifier_artifact(scenario: Scenario, role: str, spec: ClassifierSp
 
     defense = build_defense(defense_name, settings)
     data = load_data(scenario)
-    model_spec = _model_spec(data, spec)
     key, rel = classifier_key(scenario, role, spec, defense_name, defense, seed)
+    model_spec = key["model"]
     h = config_hash(key)
     path = ws.cache / rel
     found = ws.existing(path)

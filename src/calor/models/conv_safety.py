@@ -52,12 +52,9 @@ class SubsampledConv1x1(nn.Conv2d):
     """A strided 1x1 `Conv2d` computed as slicing + a stride-1 1x1 conv (same parameters, same math)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ph, pw = self.padding if isinstance(self.padding, tuple) else (0, 0)
+        ph, pw = self.padding  # a tuple: `replacing` refuses string padding
         if ph or pw:
-            if self.padding_mode == "zeros":
-                x = F.pad(x, (pw, pw, ph, ph))
-            else:
-                x = F.pad(x, (pw, pw, ph, ph), mode=self.padding_mode)
+            x = F.pad(x, (pw, pw, ph, ph), mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
         sh, sw = self.stride
         return F.conv2d(x[:, :, ::sh, ::sw], self.weight, self.bias, 1, 0, self.dilation, self.groups)
 

@@ -4,8 +4,8 @@ defended targets and attacking them) instead of rebuilding the same instrument o
 
 A shipped artifact is used only when its key — the same config hash the cache uses — matches what the
 current code and scenario would build; otherwise calor trains as usual. `--rebuild` (or
-`Workspace(packaged=False)`) ignores them. Because the shipped judge and prior are identical on every
-machine, results with them no longer vary with the CPU that would have trained them.
+`Workspace(packaged=False)`) ignores them. The shipped judge and prior are the same on every machine,
+so they no longer vary with the CPU that would have trained them (targets and attacks still do).
 
 Rebuild them with ``python -m calor.pretrained`` (documented in BENCHMARKS.md): it trains both into a
 fresh cache with 2 threads and copies them here, printing each weights file's SHA-256; on the same
