@@ -13,7 +13,7 @@ import pytest
 from calor import ConfigError
 from calor.bench import parse_sweeps, plan_bench
 from calor.cli import main
-from calor.report import aggregate, long_table, main_table, pareto_front, text_table
+from calor.report import aggregate, pareto_front, results_table, text_table
 
 
 def test_plan_counts_cells_and_validates(tiny_scenario) -> None:
@@ -45,23 +45,31 @@ def test_aggregation_by_hand() -> None:
     assert m == pytest.approx(0.85) and s == pytest.approx(0.0707107, rel=1e-5) and n == 2
     m, s, _ = agg["cells"]["calor"]["gmi"]["attack_acc@1"]
     assert m == pytest.approx(0.3) and s == pytest.approx(0.1414214, rel=1e-5)
-    header, body = main_table(rows)
-    assert header[:3] == ["defense", "natural_acc", "gmi attack_acc@1"]
-    # best natural accuracy is none's 0.85 tie? none 0.85 == calor 0.85: both marked; best attack acc is calor's
-    assert body[1][2].startswith("**0.300")
-    assert not body[0][2].startswith("**")
 
 
-def test_many_attacks_fall_back_to_one_line_per_attack_and_defense() -> None:
-    rows = [_row(d, f"attack{i}", 0, 0.9 if d == "none" else 0.8, 0.5 + 0.1 * (d == "none")) for i in range(6) for d in ("none", "calor")]
-    header, body = long_table(rows, markdown=False)
-    assert header == ["attack", "defense", "natural_acc", "attack_acc@1", "knn_dist", "eval_fid"]
-    assert len(body) == 12 and body[0][:2] == ["attack0", "none"] and body[1][:2] == ["attack0", "calor"]
-    assert body[0][2] == "0.900 *" and body[1][3] == "0.500 *"  # best natural acc / lowest attack acc per attack
-    wide = text_table(rows, width=10_000)
-    assert wide.splitlines()[0].startswith("defense")  # fits: the wide layout
-    narrow = text_table(rows, width=80)
-    assert narrow.splitlines()[0].split()[:2] == ["attack", "defense"] and all(len(x) <= 80 for x in narrow.splitlines())
+def _sample_row(label, seed, hits, knn, tuning=False):
+    return {"label": label, "defense": label, "attack": "gmi", "seed": seed, "natural_acc": 0.9, "tuning_seed": tuning,
+            "classes": [0, 1], "per_class": len(hits) // 2, "n": len(hits), "kid": 0.5 + seed, "queries": 10,
+            "per_sample": {"hit": hits, "knn_dist": knn}}
+
+
+def test_results_table_gives_intervals_and_marks_paired_differences() -> None:
+    n = 40
+    none = [_sample_row("none", s, [1] * n, [1.0] * n) for s in (2, 3)]
+    calor = [_sample_row("calor", s, [1] * 10 + [0] * 30, [5.0] * n) for s in (2, 3)]
+    tuning = [_sample_row("calor", 0, [1] * n, [1.0] * n, tuning=True)]
+    header, body = results_table(none + calor + tuning, ["attack_acc@1", "knn_dist", "kid"])
+    assert header == ["attack", "defense", "natural acc", "acc@1 [95% CI]", "knn dist", "KID"]
+    line = {r[1]: r for r in body}
+    assert line["none"][3].startswith("1.000 [1.000, 1.000]")
+    calor_acc = line["calor"][3]  # 20/80 hits, tuning seed 0 left out; significantly below none under the same attack
+    assert calor_acc.startswith("0.250 [") and calor_acc.endswith("↓*")
+    assert line["calor"][4].endswith("↑*")  # knn distance significantly larger
+    assert line["calor"][5] == "3.000 [-3.353, 9.353]"  # set-level metric: mean of 2.5 and 3.5 +- t(0.975, 1) * 0.5
+    one_seed = results_table([none[0]], ["attack_acc@1"])[1][0][3]  # one seed: Wilson
+    assert one_seed == "1.000 [0.912, 1.000]"
+    plain = text_table(none + calor)
+    assert plain.splitlines()[0].split()[:2] == ["attack", "defense"]
 
 
 def test_estimate_charges_each_attack_its_cost_and_each_prior_once(tiny_scenario) -> None:
@@ -104,18 +112,33 @@ def test_bench_report_has_every_section(tiny_yaml: Path, tmp_path: Path, capsys)
             "--seeds", "2", "--sweep", "calor.rank=1", "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "natural_acc" in printed and "calor[rank=1]" in printed and "adaptive-bpda[base=adaptive-logit,iterations=3]" in printed
+    assert "natural acc" in printed and "calor[rank=1]" in printed and "adaptive-bpda[base=adaptive-logit,iterations=3]" in printed
+    assert "floor: prior" in printed and "ceiling: private test" in printed
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert len(rows) == 12 and {r["seed"] for r in rows} == {0, 1}
-    bpda = [r for r in rows if r["attack_name"] == "adaptive-bpda"]
+    cells = [r for r in rows if not r.get("calibration")]
+    assert len(cells) == 12 and {r["seed"] for r in cells} == {0, 1}
+    calibration = [r for r in rows if r.get("calibration")]  # three floor/ceiling rows per seed, same metrics
+    assert sorted({r["label"] for r in calibration}) == ["ceiling: private test", "floor: prior", "floor: public"]
+    assert len(calibration) == 6 and all(len(r["per_sample"]["hit"]) == r["n"] == 3 * 2 for r in calibration)
+    for r in cells:  # every row checks its judge against its target, and keeps per-sample values for paired tests
+        assert r["judge"]["stronger_than_target"] == (r["judge"]["natural_acc"] > r["natural_acc"])
+        assert len(r["per_sample"]["hit"]) == r["n"] == 6 and set(r["judges"]) == {"resnet-w4"}
+        assert r["diagnostics"]["grad_ratio"] and len(r["diagnostics"]["progress"]) == len(r["diagnostics"]["grad_norm"])
+        if r["label"] == "none":  # the undefended target is its own reference
+            assert all(x == pytest.approx(1.0) for x in r["diagnostics"]["grad_ratio"])
+            assert r["diagnostics"]["saturated_fraction"] is None
+        elif r["defense"] == "calor":
+            assert all(0.0 <= x <= 1.0 for x in r["diagnostics"]["saturated_fraction"])
+    bpda = [r for r in cells if r["attack_name"] == "adaptive-bpda"]
     assert len(bpda) == 6 and all(r["attack_config"]["base"] == "adaptive-logit" and r["attack_config"]["iterations"] == 3 for r in bpda)
     assert (out / "figures" / "privacy_utility_adaptive-bpda_base_adaptive-logit_iterations_3.png").is_file()
     page = (out / "report.html").read_text()
-    for section in ("id=main-table", "id=privacy-utility", "id=confidence", "id=sensitivity", "id=reconstructions", "id=protocol"):
+    for section in ("id=results", "id=comparisons", "id=judges", "id=diagnostics", "id=privacy-utility", "id=confidence",
+                    "id=sensitivity", "id=reconstructions", "id=protocol"):
         assert section in page
     assert page.count("data:image/png;base64,") >= 1 + 1 + 1 + 3  # plot, histograms, sensitivity, grids (seed 0)
     md = (out / "report.md").read_text()
-    assert "± " in md and "figures/privacy_utility_gmi.png" in md
+    assert "acc@1 [95% CI]" in md and "figures/privacy_utility_gmi.png" in md and "floor: public" in md
     # `calor report` rebuilds the same report from the stored cells
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0
@@ -141,5 +164,5 @@ def test_bench_resumes_after_the_process_is_killed(tiny_yaml: Path, tmp_path: Pa
     after = {p.name: p.stat().st_mtime_ns for p in cells.glob("*.json")}
     assert len(after) == 4
     assert all(after[name] == mtime for name, mtime in first.items())  # finished cells were not redone
-    rows = json.loads((out / "results.json").read_text())["rows"]
+    rows = [r for r in json.loads((out / "results.json").read_text())["rows"] if not r.get("calibration")]
     assert len(rows) == 4 and len({r["cell"] for r in rows}) == 4

@@ -13,22 +13,24 @@ def test_demo_end_to_end_writes_results_report_and_grids(tiny_yaml: Path, tmp_pa
     out, cache = tmp_path / "demo", tmp_path / "cache"
     assert main(["demo", "--scenario", str(tiny_yaml), "--out", str(out), "--cache", str(cache), "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "natural_acc" in printed and "calor" in printed
+    assert "natural acc" in printed and "calor" in printed and "[" in printed  # estimates print their interval
     results = json.loads((out / "results.json").read_text())
     rows = results["rows"]
-    assert [r["defense"] for r in rows] == ["none", "calor"]
+    assert [r["defense"] for r in rows] == ["none", "calor", "floor: prior", "floor: public", "ceiling: private test"]
+    rows = rows[:2]
     for r in rows:
-        assert 0 <= r["natural_acc"] <= 1 and 0 <= r["attack_acc@1"] <= 1
-        assert r["knn_dist"] > 0 and r["eval_fid"] >= 0 and r["queries"] == 8 * 2 * 3
+        assert 0 <= r["natural_acc"] <= 1 and 0 <= r["attack_acc@1"] <= 1 and 0 <= r["attack_acc@1_open"] <= 1
+        assert r["eval_fid"] is None  # 6 images in a 16-d feature space: refused, KID instead
+        assert r["knn_dist"] > 0 and r["kid"] is not None and r["queries"] == 8 * 2 * 3
         assert r["scenario_config"]["name"] == "tiny" and r["versions"]["torch"] and r["data_split"]["sizes"]
         assert r["versions"]["threads"] == "2" and r["versions"]["cpu_capability"]
         assert Path(r["artifacts"]["target"], "meta.json").is_file()
         assert "attack_acc@5" not in r  # only 3 classes
     md = (out / "report.md").read_text()
-    assert md.count("![") == 4  # privacy-utility plot, confidence histograms, two reconstruction grids
+    assert md.count("![") == 7  # privacy-utility plot, confidence histograms, two attack grids, three floor/ceiling grids
     grids = sorted(p.name for p in (out / "grids").glob("*.png"))
-    assert len(grids) == 2 and grids[0].startswith("calor-gmi") and grids[1].startswith("none-gmi")
-    assert "id=main-table" in (out / "report.html").read_text()
+    assert len(grids) == 5 and grids[0].startswith("calor-gmi") and grids[-1].startswith("none-gmi")
+    assert "id=results" in (out / "report.html").read_text()
     assert len(json.loads((out / "split.json").read_text())["indices"]["private_train"]) == 90
     # second run: everything comes from the cache
     before = sorted(p.name for p in (cache / "targets").iterdir())

@@ -20,7 +20,9 @@ from .attacks.base import build_attack
 from .config import to_dict
 from .defenses import DEFENSES
 from .errors import ConfigError
-from .pipeline import Workspace, attack_target, data_key, load_data, result_row, train_evaluation_model, train_target
+from .attacks.oracle import ThreatModel
+from .evaluation import CALIBRATION_SETS
+from .pipeline import Workspace, attack_target, calibration_row, data_key, load_data, result_row, train_judges, train_target
 from .progress import console, log
 from .report import reconstruction_grid
 from .runtime import versions
@@ -215,8 +217,45 @@ def finished_cells(out: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: bool = True) -> list[dict[str, Any]]:
-    """Run every unfinished cell of `plan`, store each as it finishes, and return all rows in plan order."""
+def stored_calibration(out: Path) -> list[dict[str, Any]]:
+    """The floor and ceiling rows stored under `<out>/calibration/` (unreadable files are skipped)."""
+    rows = []
+    for f in sorted((Path(out) / "calibration").glob("*.json")):
+        try:
+            rows.append(json.loads(f.read_text()))
+        except (json.JSONDecodeError, OSError):
+            continue
+    return rows
+
+
+def _calibrate(plan: BenchPlan, out: Path, seed: int, judges: list[Any], ws: Workspace) -> list[dict[str, Any]]:
+    """The floor and ceiling rows of `seed` (stored under `<out>/calibration/`, computed once)."""
+    sc = plan.scenario
+    data = load_data(sc)
+    rows = []
+    for name in CALIBRATION_SETS:
+        fname = f"{name.replace(': ', '-').replace(' ', '-')}-s{seed}"
+        f = out / "calibration" / f"{fname}.json"
+        if f.exists():
+            try:
+                rows.append(json.loads(f.read_text()))
+                continue
+            except (json.JSONDecodeError, OSError):
+                pass  # unreadable: recompute
+        row, rec, nearest = calibration_row(sc, name, seed, judges, ws)
+        grid = out / "grids" / f"{fname}.png"
+        ps = row["per_sample"]
+        reconstruction_grid(rec.images, rec.labels, nearest, data, grid, ps["hit"], ps["confidence"])
+        row |= {"cell": fname, "grid": str(grid.relative_to(out)), "data_key_hash": config_hash(data_key(sc))}
+        write_json_atomic(f, row)
+        rows.append(row)
+    return rows
+
+
+def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: bool = True,
+              calibrate: bool = True) -> list[dict[str, Any]]:
+    """Run every unfinished cell of `plan`, store each as it finishes, and return all rows in plan order,
+    followed (with `calibrate`) by the floor and ceiling rows of every seed."""
     ws = ws or Workspace()
     out = Path(out)
     sc = plan.scenario
@@ -226,7 +265,7 @@ def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: 
         _status_table(plan, set(done), f"bench {sc.name}: {len(done)}/{len(plan.cells)} cells done")
     data = load_data(sc)
     write_json_atomic(out / "split.json", data.info)
-    evaluation = train_evaluation_model(sc, ws)
+    judges = train_judges(sc, ws)
     t0 = time.perf_counter()
     for i, cell in enumerate(plan.cells, 1):
         cid = cell.cell_id(sc)
@@ -234,19 +273,29 @@ def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: 
             continue
         log(f"[bold]cell {i}/{len(plan.cells)}[/bold] {cell.label} × {cell.attack_label} (seed {cell.seed})")
         target = train_target(sc, cell.defense, seed=cell.seed, settings=cell.settings, ws=ws)
-        run = attack_target(sc, target, cell.attack, seed=cell.seed, settings=cell.attack_settings, ws=ws, eval_model=evaluation)
+        white_box = ATTACKS.get(cell.attack).threat_model is ThreatModel.WHITE_BOX
+        # the undefended target of the same seed: the gradient diagnostics' reference
+        reference = (target if cell.defense == "none" and not cell.variant else train_target(sc, "none", seed=cell.seed, ws=ws)) if white_box else None
+        run = attack_target(sc, target, cell.attack, seed=cell.seed, settings=cell.attack_settings, ws=ws, judges=judges,
+                            reference=reference)
         grid = out / "grids" / f"{cid}.png"
-        reconstruction_grid(run.reconstructions.images, run.reconstructions.labels, run.metrics["nearest_private_index"], data, grid)
-        row = result_row(sc, target, run, evaluation) | {
+        ps = run.metrics["per_sample"]
+        reconstruction_grid(run.reconstructions.images, run.reconstructions.labels, run.metrics["nearest_private_index"], data, grid,
+                            ps["hit"], ps["confidence"])
+        row = result_row(sc, target, run, judges) | {
             "cell": cid, "label": cell.label, "variant": cell.settings, "attack": cell.attack_label, "attack_name": cell.attack,
             "attack_variant": cell.attack_settings, "grid": str(grid.relative_to(out)),
             "data_key_hash": config_hash(data_key(sc)),
         }
         write_json_atomic(out / "cells" / f"{cid}.json", row)
         done[cid] = row
+    rows = [done[c.cell_id(sc)] for c in plan.cells]
+    if calibrate:
+        for seed in sorted({c.seed for c in plan.cells}):
+            rows += _calibrate(plan, out, seed, judges, ws)
     if show:
         log(f"bench: {len(plan.cells)} cells in {time.perf_counter() - t0:.1f}s this run")
-    return [done[c.cell_id(sc)] for c in plan.cells]
+    return rows
 
 
 def bench_protocol(plan: BenchPlan, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -258,8 +307,8 @@ def bench_protocol(plan: BenchPlan, rows: list[dict[str, Any]]) -> dict[str, Any
         "sweeps": plan.sweeps, "classes_attacked": sc.attacked_classes(), "reconstructions_per_class": sc.attack.per_class,
         "attack_iterations": sc.attack.iterations, "prior": to_dict(sc.prior),
         "data_split": {k: v for k, v in data.info.items() if k != "indices"},
-        "evaluation_model": {"arch": sc.evaluation.arch, "natural_acc": rows[0]["eval_model_acc"] if rows else None,
-                             "artifact": rows[0]["artifacts"]["eval_model"] if rows else None},
+        "judges": rows[0]["judge"]["all"] if rows else {}, "judge_classes": sc.judge_classes,
+        "tuning_seeds": list(sc.tuning_seeds),
         "versions": versions(),
     }
 

@@ -18,7 +18,8 @@ EPILOG = "Artifacts are cached by config hash under --cache (default runs/cache)
 def _common(p: argparse.ArgumentParser, *, out: str | None = None) -> None:
     """Options shared by the commands that run work on a scenario."""
     p.add_argument("--scenario", default="mnist", help="built-in scenario name or a YAML file (default: mnist)")
-    p.add_argument("--seed", type=int, default=0, help="experiment seed (default 0)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="experiment seed (default: the scenario's first published seed, never one its defaults were tuned on)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: $CALOR_THREADS, else the CPUs this process may use); recorded in every result")
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--defense", default="none", help="defense name (see `calor list defenses`)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="defense hyper-parameter (repeatable)")
-    p.add_argument("--evaluation-model", action="store_true", help="train the scenario's evaluation model instead")
+    p.add_argument("--evaluation-model", action="store_true", help="train the scenario's judges (evaluation models) instead")
 
     p = sub.add_parser("attack", help="attack a trained target and compute the metrics", epilog=EPILOG,
                        description="Run an attack against a target artifact (from `calor train`), judge its reconstructions "
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="attack hyper-parameter (repeatable)")
     p.add_argument("--classes", default=None, help="comma-separated class indices (default: the scenario's)")
     p.add_argument("--per-class", type=int, default=None, help="reconstructions per class (default: the scenario's)")
+    p.add_argument("--diagnostics", action="store_true",
+                   help="also replay the attack's latent path against the undefended target of the same seed (gradient diagnostics)")
 
     p = sub.add_parser("evaluate", help="natural accuracy and confidence statistics of a classifier artifact", epilog=EPILOG,
                        description="Evaluate a classifier artifact on the scenario's private test and train splits.")
@@ -78,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default runs/bench-<scenario>)")
     p.add_argument("--defenses", default="none,calor", help="comma-separated defenses (default none,calor)")
     p.add_argument("--attacks", default="gmi", help="comma-separated attacks, each optionally with settings: NAME[key=value,...] (default gmi)")
-    p.add_argument("--seeds", type=int, default=2, help="number of seeds: SEED, SEED+1, ..., SEED+N-1 (default 2)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="number of seeds: SEED, SEED+1, ..., SEED+N-1 (default: the scenario's published seeds)")
     p.add_argument("--sweep", action="append", default=[], metavar="DEFENSE.SETTING=V1,V2",
                    help="sensitivity sweep, e.g. calor.rank=2,4,8,16 (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time, run nothing")
@@ -111,13 +115,18 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
+def _seed(args: argparse.Namespace, scenario: Any) -> int:
+    """--seed, else the scenario's first published seed."""
+    return args.seed if args.seed is not None else int(scenario.seeds[0])
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     from .report import text_table
 
     scenario, ws = _setup(args)
     t0 = time.perf_counter()
-    rows = run_demo(scenario, out=Path(args.out), seed=args.seed, ws=ws)
+    rows = run_demo(scenario, out=Path(args.out), seed=_seed(args, scenario), ws=ws)
     print(text_table(rows))
     print(f"\nwrote {args.out}/results.json, report.md, report.html and grids in {time.perf_counter() - t0:.1f}s")
     return 0
@@ -128,12 +137,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .report import cells_table, plain_table, text_table, write_report
 
     scenario, ws = _setup(args)
-    if args.seeds < 1:
+    if args.seeds is not None and args.seeds < 1:
         from .errors import ConfigError
 
         raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
     names = lambda text: [n.strip() for n in text.split(",") if n.strip()]  # noqa: E731
-    seeds = list(range(args.seed, args.seed + args.seeds))
+    if args.seed is None and args.seeds is None:
+        seeds = list(scenario.seeds)
+    else:
+        start = _seed(args, scenario)
+        seeds = list(range(start, start + (args.seeds or 1)))
     plan = plan_bench(scenario, names(args.defenses), split_specs(args.attacks), seeds, parse_sweeps(args.sweep))
     out = Path(args.out or f"runs/bench-{scenario.name}")
     if args.dry_run:
@@ -149,12 +162,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
     print(text_table(rows))
     print("\n" + plain_table(*cells_table(rows)))
-    print(f"\n{len(rows)} cells; report: {paths['markdown']} and {paths['html']} ({time.perf_counter() - t0:.1f}s)")
+    n_cal = sum(1 for r in rows if r.get("calibration"))
+    print(f"\n{len(rows) - n_cal} cells and {n_cal} floor/ceiling rows; report: {paths['markdown']} and {paths['html']} "
+          f"({time.perf_counter() - t0:.1f}s)")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .bench import bench_protocol, finished_cells, plan_bench
+    from .bench import bench_protocol, finished_cells, plan_bench, stored_calibration
     from .config import from_dict
     from .errors import ArtifactError
     from .report import text_table, write_report
@@ -176,22 +191,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     defenses = list(dict.fromkeys(r["defense"] for r in rows))
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
     plan = plan_bench(scenario, defenses, attacks, sorted({r["seed"] for r in rows}), saved.get("sweeps") or {})
+    missing = len(saved["cells"]) - len(rows)
+    rows += [r for r in stored_calibration(out) if r["seed"] in {c.seed for c in plan.cells}]
     paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
     print(text_table(rows))
-    missing = len(saved["cells"]) - len(rows)
     print(f"\n{len(rows)} cells{f' ({missing} not finished)' if missing else ''}; report: {paths['markdown']} and {paths['html']}")
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import parse_assignments
-    from .pipeline import train_evaluation_model, train_target
+    from .pipeline import train_judges, train_target
 
     scenario, ws = _setup(args)
     if args.evaluation_model:
-        trained = train_evaluation_model(scenario, ws)
+        for judge in train_judges(scenario, ws):
+            print(f"judge {judge.name:<12} private-test acc {judge.natural_acc:.4f}  artifact {judge.path}")
+        return 0
     else:
-        trained = train_target(scenario, args.defense, seed=args.seed, settings=parse_assignments(args.set), ws=ws)
+        trained = train_target(scenario, args.defense, seed=_seed(args, scenario), settings=parse_assignments(args.set), ws=ws)
     m = trained.meta["metrics"]
     conf = m["train_confidence"]
     print(f"defense           {trained.meta['defense']}  {json.dumps(trained.meta['defense_config'])}")
@@ -210,7 +228,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_attack(args: argparse.Namespace) -> int:
     from .config import parse_assignments
     from .artifacts import write_json_atomic
-    from .pipeline import attack_target, load_classifier, load_data, result_row, train_evaluation_model
+    from .pipeline import attack_target, load_classifier, load_data, result_row, train_judges, train_target
     from .report import reconstruction_grid, text_table
 
     scenario, ws = _setup(args)
@@ -225,13 +243,15 @@ def cmd_attack(args: argparse.Namespace) -> int:
         from .config import _coerce
 
         classes = _coerce(args.classes, list[int], "--classes")
-    evaluation = train_evaluation_model(scenario, ws)
-    run = attack_target(scenario, target, args.attack, seed=args.seed, settings=parse_assignments(args.set),
-                        classes=classes, per_class=args.per_class, ws=ws, eval_model=evaluation)
-    row = result_row(scenario, target, run, evaluation)
+    judges = train_judges(scenario, ws)
+    reference = train_target(scenario, "none", seed=target.meta["seed"], ws=ws) if args.diagnostics else None
+    run = attack_target(scenario, target, args.attack, seed=_seed(args, scenario), settings=parse_assignments(args.set),
+                        classes=classes, per_class=args.per_class, ws=ws, judges=judges, reference=reference)
+    row = result_row(scenario, target, run, judges)
     out = Path(args.out)
-    grid = reconstruction_grid(run.reconstructions.images, run.reconstructions.labels,
-                               run.metrics["nearest_private_index"], load_data(scenario), out / f"grid_{row['defense']}_{args.attack}.png")
+    ps = run.metrics["per_sample"]
+    grid = reconstruction_grid(run.reconstructions.images, run.reconstructions.labels, run.metrics["nearest_private_index"],
+                               load_data(scenario), out / f"grid_{row['defense']}_{args.attack}.png", ps["hit"], ps["confidence"])
     write_json_atomic(out / "results.json", {"rows": [row | {"grid": grid.name}]})
     print(text_table([row]))
     print(f"queries {row['queries']}  ·  grid {grid}  ·  results {out / 'results.json'}  ·  artifact {run.path}")

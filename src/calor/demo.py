@@ -14,8 +14,10 @@ DEMO_DEFENSES = ("none", "calor")
 DEMO_ATTACK = "gmi"
 
 
-def run_demo(scenario: Scenario, *, out: Path, seed: int = 0, ws: Workspace | None = None) -> list[dict[str, Any]]:
-    """Run the demo grid and write results.json, report.md, report.html, split.json and grids into `out`."""
+def run_demo(scenario: Scenario, *, out: Path, seed: int | None = None, ws: Workspace | None = None) -> list[dict[str, Any]]:
+    """Run the demo grid and write results.json, report.md, report.html, split.json and grids into `out`.
+    `seed` defaults to the scenario's first published seed; the floor and ceiling rows come with it."""
+    seed = seed if seed is not None else int(scenario.seeds[0])
     plan = plan_bench(scenario, list(DEMO_DEFENSES), [DEMO_ATTACK], [seed])
     rows = run_bench(plan, out=Path(out), ws=ws, show=False)
     write_report(Path(out), rows, bench_protocol(plan, rows), f"calor demo — scenario `{scenario.name}`, seed {seed}")

@@ -23,11 +23,10 @@ from .config import to_dict
 from .data.splits import SplitData, make_splits
 from .defenses.base import Defense, Stage, build_defense
 from .errors import ArtifactError
-from .metrics.accuracy import attack_accuracy, natural_accuracy
+from .evaluation import Judge, judge_images
+from .diagnostics import gradient_path
+from .metrics.accuracy import natural_accuracy, predict
 from .metrics.confidence import confidence_summary, true_class_confidence
-from .metrics.fid import eval_fid
-from .metrics.knn import nearest_private
-from .metrics.accuracy import predict
 from .models.classifiers import Classifier, build_classifier
 from .models.gan import Critic, Generator
 from .progress import log
@@ -139,9 +138,25 @@ def classifier_key(scenario: Scenario, role: str, spec: ClassifierSpec, defense_
     return key, f"{'targets' if role == 'target' else 'evaluation'}/{defense_name}-{config_hash(key)}"
 
 
-def evaluation_model_key(scenario: Scenario) -> tuple[dict[str, Any], str]:
-    """The cache key and relative location of the scenario's evaluation model."""
-    return classifier_key(scenario, "evaluation", scenario.evaluation, "none", build_defense("none", {}), EVAL_MODEL_SEED)
+def judge_specs(scenario: Scenario) -> list[ClassifierSpec]:
+    """The scenario's judges, primary first."""
+    return [scenario.evaluation, *scenario.extra_judges]
+
+
+def judge_name(spec: ClassifierSpec) -> str:
+    return f"{spec.arch}-w{spec.width}"
+
+
+def evaluation_model_key(scenario: Scenario, index: int = 0) -> tuple[dict[str, Any], str]:
+    """The cache key and relative location of the scenario's judge number `index` (0: the primary one)."""
+    spec = judge_specs(scenario)[index]
+    data = load_data(scenario)
+    model = _model_spec(data, spec)
+    if scenario.judge_classes == "private+public":
+        model["num_classes"] = data.num_classes + len(scenario.data.public_classes)
+    key = {"format": ARTIFACT_FORMAT, "kind": "evaluation", **data_key(scenario), "model": model, "budget": to_dict(spec),
+           "defense": "none", "defense_config": {}, "judge_classes": scenario.judge_classes, "seed": EVAL_MODEL_SEED + index}
+    return key, f"evaluation/{judge_name(spec)}-{config_hash(key)}"
 
 
 def gan_key(scenario: Scenario, seed: int) -> tuple[dict[str, Any], str]:
@@ -199,9 +214,65 @@ def train_target(scenario: Scenario, defense: str = "none", *, seed: int = 0, se
     return _train_classifier_artifact(scenario, "target", scenario.target, defense, defense_settings(scenario, defense, settings), seed, ws or Workspace())
 
 
-def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None) -> TrainedClassifier:
-    """The scenario's evaluation classifier: a different, stronger architecture the attacker never sees."""
-    return _train_classifier_artifact(scenario, "evaluation", scenario.evaluation, "none", {}, EVAL_MODEL_SEED, ws or Workspace())
+def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None, index: int = 0) -> TrainedClassifier:
+    """Judge number `index` of the scenario (0: the primary one): an architecture the attacker never sees,
+    trained with plain cross-entropy on the private training split and — with judge_classes
+    "private+public" — on the labelled public split as extra classes."""
+    from .training import train_classifier
+
+    ws = ws or Workspace()
+    spec = judge_specs(scenario)[index]
+    key, rel = evaluation_model_key(scenario, index)
+    path = ws.cache / rel
+    found = ws.existing(path)
+    if found:
+        log(f"[dim]cached judge {judge_name(spec)}: {found}[/dim]")
+        return load_classifier(found, ws.device)
+    data = load_data(scenario)
+    x, y = data.x_train, data.y_train
+    if scenario.judge_classes == "private+public":
+        x, y = torch.cat([x, data.x_public]), torch.cat([y, data.y_public + data.num_classes])
+    seed = key["seed"]
+    seed_everything(seed)
+    defense = build_defense("none", {})
+    model = _build(key["model"], defense)
+    t0 = time.perf_counter()
+    history = train_classifier(model, defense, x, y, spec, device=ws.device, seed=seed, description=f"judge {judge_name(spec)}")
+    train_s = time.perf_counter() - t0
+    k = data.num_classes
+    logits = predict(model, data.x_test)
+    metrics = {
+        "natural_acc": (logits[:, :k].argmax(1) == data.y_test).float().mean().item(),  # closed set: what targets are compared on
+        "natural_acc_open": (logits.argmax(1) == data.y_test).float().mean().item(),
+        "train_seconds": train_s,
+        "test_confidence": confidence_summary(logits[:, :k].softmax(1).gather(1, data.y_test.view(-1, 1)).squeeze(1)),
+    }
+    meta = {"kind": "evaluation", "hash": config_hash(key), "key": key, "model": key["model"], "defense": "none",
+            "defense_config": {}, "seed": seed, "judge": {"name": judge_name(spec), "num_private": k,
+                                                          "classes": scenario.judge_classes},
+            "metrics": metrics, "history": history, "scenario": scenario.to_dict(), "data_split": split_summary(data),
+            "versions": versions(), "created": _now()}
+    save_artifact(path, model.state_dict(), meta)
+    log(f"judge {judge_name(spec)}: private-test acc {metrics['natural_acc']:.4f} (open-set {metrics['natural_acc_open']:.4f}), "
+        f"{train_s:.1f}s -> {path}")
+    return TrainedClassifier(model.eval(), meta, path)
+
+
+def train_judges(scenario: Scenario, ws: Workspace | None = None) -> list[Judge]:
+    """Every judge of the scenario, primary first, ready for `evaluation.judge_images`."""
+    out = []
+    for i, _spec in enumerate(judge_specs(scenario)):
+        tc = train_evaluation_model(scenario, ws, i)
+        out.append(as_judge(tc))
+    return out
+
+
+def as_judge(tc: TrainedClassifier) -> Judge:
+    """A trained evaluation classifier as a Judge (old private-only artifacts: every logit is private)."""
+    info = tc.meta.get("judge", {})
+    name = info.get("name") or f"{tc.meta['model']['arch']}-w{tc.meta['model']['width']}"
+    return Judge(name, tc.model, int(info.get("num_private", tc.meta["model"]["num_classes"])), tc.meta["metrics"]["natural_acc"],
+                 str(tc.path), tc.meta["hash"])
 
 
 class Priors:
@@ -293,20 +364,11 @@ def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def evaluate_reconstructions(rec: Reconstructions, data: SplitData, eval_model: Classifier) -> dict[str, Any]:
-    """Attack accuracy (@1, @5 when > 5 classes), KNN distance and eval-FID against the attacked classes'
-    private training images, all in the evaluation model's eyes."""
-    classes = rec.labels.unique()
-    mask = torch.isin(data.y_train, classes)
-    priv_x, priv_y = data.x_train[mask], data.y_train[mask]
-    rec_feats = predict(eval_model, rec.images, features=True)
-    priv_feats = predict(eval_model, priv_x, features=True)
-    dists, nearest = nearest_private(rec_feats, rec.labels, priv_feats, priv_y)
-    metrics: dict[str, Any] = attack_accuracy(eval_model, rec.images, rec.labels)
-    metrics["knn_dist"] = dists.mean().item()
-    metrics["eval_fid"] = eval_fid(eval_model, rec.images, priv_x)
-    metrics["nearest_private_index"] = torch.nonzero(mask).view(-1)[nearest].tolist()  # into x_train
-    return metrics
+def evaluate_reconstructions(rec: Reconstructions, data: SplitData, judges: list[Judge]) -> dict[str, Any]:
+    """Every metric of `rec` (see `calor.evaluation.judge_images`): the aggregate metrics, plus
+    "per_sample" values and each reconstruction's "nearest_private_index" into x_train."""
+    judged = judge_images(rec.images, rec.labels, data, judges)
+    return {**judged["metrics"], "per_sample": judged["per_sample"], "nearest_private_index": judged["nearest_private_index"]}
 
 
 def attack_target(
@@ -319,9 +381,12 @@ def attack_target(
     classes: list[int] | None = None,
     per_class: int | None = None,
     ws: Workspace | None = None,
-    eval_model: TrainedClassifier | None = None,
+    judges: list[Judge] | None = None,
+    reference: TrainedClassifier | None = None,
 ) -> AttackRun:
-    """Attack `target` with a registered attack (or load the cached run) and compute its metrics."""
+    """Attack `target` with a registered attack (or load the cached run) and compute its metrics with the
+    scenario's judges. `reference` (the undefended target of the same seed) adds gradient diagnostics
+    along the attack's path (`calor.diagnostics`) for attacks that optimise latents."""
     ws = ws or Workspace()
     settings = dict(settings or {})
     atk_cls_cfg = build_attack(attack, settings).config_dict()
@@ -330,14 +395,15 @@ def attack_target(
     atk = build_attack(attack, settings)
     classes = list(classes) if classes is not None else scenario.attacked_classes()
     per_class = per_class or scenario.attack.per_class
-    eval_model = eval_model or train_evaluation_model(scenario, ws)
+    judges = judges or train_judges(scenario, ws)
     data = load_data(scenario)
     bad = [c for c in classes if not 0 <= c < data.num_classes]
     if bad:
         from .errors import ConfigError
 
         raise ConfigError(f"classes {bad}: the target has classes 0..{data.num_classes - 1}")
-    key = {"format": ARTIFACT_FORMAT, "kind": "attack", "target": target.meta["hash"], "eval_model": eval_model.meta["hash"],
+    key = {"format": ARTIFACT_FORMAT, "kind": "attack", "target": target.meta["hash"], "judges": [j.hash for j in judges],
+           "reference": reference.meta["hash"] if reference is not None else None,
            "attack": attack, "attack_config": atk.config_dict(), "prior": to_dict(scenario.prior), "classes": classes,
            "per_class": per_class, "seed": seed}
     h = config_hash(key)
@@ -347,58 +413,99 @@ def attack_target(
         rec = Reconstructions(art.tensors["images"], art.tensors["labels"], art.tensors.get("latents"),
                               art.meta["queries"], art.meta["attack_seconds"], art.meta.get("extras", {}))
         log(f"[dim]cached attack {attack} on {target.meta['defense']}: {path}[/dim]")
-        metrics = dict(art.meta["metrics"])
-        if "prior_seconds" not in metrics:  # runs cached before priors' build time was recorded
-            metrics["prior_seconds"] = sum(float(load_meta(Path(p)).get("train_seconds", 0.0)) for p in art.meta["priors"].values()
-                                           if find_artifact(Path(p)))
-        return AttackRun(rec, metrics, art.meta, path)
+        return AttackRun(rec, dict(art.meta["metrics"]), art.meta, path)
     oracle = make_oracle(target.model, atk.threat_model, data.num_classes, data.image_shape)
     priors = Priors(scenario, seed, ws, target_hash=target.meta["hash"])
     prior = atk.prepare(oracle, priors)
     seed_everything(seed)
     rec = atk.run(oracle, prior, classes, per_class, seed)
     t0 = time.perf_counter()
-    metrics = evaluate_reconstructions(rec, data, eval_model.model)
+    metrics = evaluate_reconstructions(rec, data, judges)
+    metrics["diagnostics"] = gradient_path(target.model, rec, reference.model if reference is not None else None)
     metrics["metrics_seconds"] = time.perf_counter() - t0
     metrics["queries"] = rec.queries
     metrics["prior_queries"] = sum(priors.queries.values())
     metrics["prior_seconds"] = sum(priors.seconds.values())
     metrics["attack_seconds"] = rec.seconds
     meta = {"kind": "attack", "hash": h, "key": key, "attack": attack, "threat_model": atk.threat_model.value,
-            "attack_config": atk.config_dict(), "target": str(target.path), "eval_model": str(eval_model.path),
+            "attack_config": atk.config_dict(), "target": str(target.path), "judges": {j.name: j.path for j in judges},
             "priors": priors.used, "classes": classes, "per_class": per_class, "seed": seed, "metrics": metrics,
             "queries": rec.queries, "attack_seconds": rec.seconds, "extras": rec.extras, "versions": versions(), "created": _now()}
     tensors = {"images": rec.images, "labels": rec.labels}
     if rec.latents is not None:
         tensors["latents"] = rec.latents
+    if rec.trajectory is not None:
+        tensors["trajectory"] = rec.trajectory
     save_artifact(path, tensors, meta)
-    log(f"attack {attack} on {target.meta['defense']}: acc@1 {metrics['attack_acc@1']:.3f}, knn {metrics['knn_dist']:.1f}, "
-        f"{rec.queries} queries, {rec.seconds:.1f}s")
+    log(f"attack {attack} on {target.meta['defense']}: acc@1 {metrics['attack_acc@1']:.3f} (open-set {metrics['attack_acc@1_open']:.3f}), "
+        f"knn {metrics['knn_dist']:.1f}, {rec.queries} queries, {rec.seconds:.1f}s")
     return AttackRun(rec, metrics, meta, path)
 
 
-def result_row(scenario: Scenario, target: TrainedClassifier, run: AttackRun, eval_model: TrainedClassifier) -> dict[str, Any]:
+# the metrics of a result row, in the order tables show them (calor.report.METRICS says which way is better)
+ROW_METRICS = ("attack_acc@1", "attack_acc@1_open", "attack_acc@5", "judge_confidence", "judge_confidence_open", "public_verdict_rate",
+               "knn_dist", "pixel_mse", "ssim", "kid", "eval_fid", "degenerate_rate", "diversity", "coverage")
+
+
+def judge_check(judges: list[Judge], target_acc: float) -> dict[str, Any]:
+    """Is the primary judge stronger than the target it judges (private-test accuracy)? Recorded in every row."""
+    primary = judges[0]
+    return {"name": primary.name, "natural_acc": primary.natural_acc, "target_natural_acc": target_acc,
+            "margin": primary.natural_acc - target_acc, "stronger_than_target": primary.natural_acc > target_acc,
+            "all": {j.name: j.natural_acc for j in judges}}
+
+
+def _metric_fields(m: dict[str, Any]) -> dict[str, Any]:
+    out = {k: m[k] for k in ROW_METRICS if k in m}
+    out |= {"n": m["n"], "judges": m["judges"], "per_sample": m["per_sample"]}
+    return out
+
+
+def result_row(scenario: Scenario, target: TrainedClassifier, run: AttackRun, judges: list[Judge]) -> dict[str, Any]:
     """One traceable result row: the numbers, and everything that produced them."""
     tm = target.meta["metrics"]
     m = run.metrics
+    check = judge_check(judges, tm["natural_acc"])
+    if not check["stronger_than_target"]:
+        log(f"[bold red]WARNING[/bold red]: judge {check['name']} (private-test acc {check['natural_acc']:.4f}) is not stronger than "
+            f"the {target.meta['defense']} target it judges ({tm['natural_acc']:.4f}); its verdicts are not evidence")
+    seed = run.meta["seed"]
     row = {
         "scenario": scenario.name, "defense": target.meta["defense"], "label": target.meta["defense"], "variant": {},
-        "attack": run.meta["attack"], "seed": run.meta["seed"],
-        "natural_acc": tm["natural_acc"], "attack_acc@1": m["attack_acc@1"],
-    }
-    if "attack_acc@5" in m:
-        row["attack_acc@5"] = m["attack_acc@5"]
-    row |= {
-        "knn_dist": m["knn_dist"], "eval_fid": m["eval_fid"], "train_s": tm["train_seconds"], "attack_s": m["attack_seconds"],
+        "attack": run.meta["attack"], "seed": seed, "tuning_seed": seed in scenario.tuning_seeds,
+        "natural_acc": tm["natural_acc"], **_metric_fields(m), "judge": check,
+        "diagnostics": m.get("diagnostics"),
+        "train_s": tm["train_seconds"], "attack_s": m["attack_seconds"],
         "prior_s": m.get("prior_seconds", 0.0), "metrics_s": m.get("metrics_seconds"), "threat_model": run.meta["threat_model"], "queries": m["queries"],
         "prior_queries": m.get("prior_queries", 0), "mean_train_confidence": tm["train_confidence"]["mean"],
         "train_confidence_histogram": tm["train_confidence"]["histogram"],
         "confidence_by_stage": {k: v["mean"] for k, v in tm["confidence_by_stage"].items()},
-        "eval_model_acc": eval_model.meta["metrics"]["natural_acc"],
+        "eval_model_acc": check["natural_acc"],
         "classes": run.meta["classes"], "per_class": run.meta["per_class"],
         "defense_config": target.meta["defense_config"], "attack_config": run.meta["attack_config"],
         "target_seed": target.meta["seed"],
-        "artifacts": {"target": str(target.path), "eval_model": str(eval_model.path), "attack": str(run.path), **run.meta["priors"]},
+        "artifacts": {"target": str(target.path), **{f"judge {k}": v for k, v in run.meta["judges"].items()}, "attack": str(run.path),
+                      **run.meta["priors"]},
         "scenario_config": scenario.to_dict(), "data_split": target.meta["data_split"], "versions": versions(),
     }
     return row
+
+
+def calibration_row(scenario: Scenario, name: str, seed: int, judges: list[Judge], ws: Workspace | None = None,
+                    classes: list[int] | None = None, per_class: int | None = None) -> tuple[dict[str, Any], Reconstructions, list[int]]:
+    """A floor or ceiling row (`calor.evaluation.CALIBRATION_SETS`): the same metrics, by the same code, on
+    images no attack produced. Returns the row, the images and their nearest private indices (for a grid)."""
+    from .evaluation import calibration_images
+
+    ws = ws or Workspace()
+    data = load_data(scenario)
+    classes = list(classes) if classes is not None else scenario.attacked_classes()
+    per_class = per_class or scenario.attack.per_class
+    generator = Priors(scenario, seed, ws).gan().generator if name == "floor: prior" else None
+    rec = calibration_images(name, data, classes, per_class, seed, generator)
+    m = evaluate_reconstructions(rec, data, judges)
+    row = {"scenario": scenario.name, "defense": name, "label": name, "variant": {}, "attack": "calibration", "seed": seed,
+           "tuning_seed": seed in scenario.tuning_seeds, "calibration": True, **_metric_fields(m),
+           "judge": {"name": judges[0].name, "natural_acc": judges[0].natural_acc, "all": {j.name: j.natural_acc for j in judges}},
+           "classes": classes, "per_class": per_class, "scenario_config": scenario.to_dict(), "versions": versions()}
+    return row, rec, m["nearest_private_index"]

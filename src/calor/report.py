@@ -17,21 +17,30 @@ import torch
 
 from .artifacts import write_file_atomic, write_json_atomic
 from .data.splits import SplitData
-from .images import save_grid
+from .images import save_annotated_grid
+from .summary import METRICS as METRIC_SPECS
+from .summary import comparisons, diagnostics_summary, estimate, fmt_interval, group, published, significance_marks
 
-# metric -> True if larger is better *for the defender* (more privacy / more utility)
-METRICS = {"attack_acc@1": False, "attack_acc@5": False, "knn_dist": True, "eval_fid": True}
+# metric -> True if larger is better *for the defender* (plots' aggregate)
+METRICS = {"attack_acc@1": False, "attack_acc@1_open": False, "attack_acc@5": False, "knn_dist": True, "kid": True}
 
 
-def reconstruction_grid(images: torch.Tensor, labels: torch.Tensor, nearest_index: list[int], data: SplitData, path: Path) -> Path:
-    """Per attacked class: a row of reconstructions, then a row with each one's nearest private image."""
-    rows = []
+def reconstruction_grid(images: torch.Tensor, labels: torch.Tensor, nearest_index: list[int], data: SplitData, path: Path,
+                        hits: list[int] | None = None, confidence: list[float] | None = None) -> Path:
+    """Per attacked class: a row of reconstructions, then a row with each one's nearest private image (in the
+    judge's features). With `hits`/`confidence` (the judge's closed-set verdicts), every reconstruction is
+    framed green (counted as a hit) or red (a miss) and captioned with the judge's true-class confidence."""
+    rows, names, marks = [], [], []
     idx = torch.tensor(nearest_index)
     for c in labels.unique().tolist():
         sel = torch.nonzero(labels == c).view(-1)
-        rows.append(images[sel])
-        rows.append(data.x_train[idx[sel]])
-    return save_grid(rows, path)
+        rows += [images[sel], data.x_train[idx[sel]]]
+        names += [f"class {data.class_names[c]}", "nearest private"]
+        if hits is not None and confidence is not None:
+            marks += [[(bool(hits[i]), f"{confidence[i]:.2f}") for i in sel.tolist()], None]
+        else:
+            marks += [None, None]
+    return save_annotated_grid(rows, path, names, marks)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -64,89 +73,109 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _best(agg: dict[str, Any], attack: str | None, metric: str, higher: bool) -> float | None:
-    vals = []
-    for label in agg["labels"]:
-        e = agg["cells"][label]
-        v = e[metric][0] if attack is None else e.get(attack, {}).get(metric, (math.nan,))[0]
-        if not math.isnan(v):
-            vals.append(v)
-    if not vals:
-        return None
-    return max(vals) if higher else min(vals)
+# columns of the results table: (row key, header)
+COLUMNS = [("attack_acc@1", "acc@1 [95% CI]"), ("attack_acc@1_open", "open-set acc@1"), ("judge_confidence", "judge conf."),
+           ("knn_dist", "knn dist"), ("pixel_mse", "pixel MSE"), ("ssim", "SSIM"), ("kid", "KID"), ("diversity", "diversity"),
+           ("coverage", "coverage"), ("degenerate_rate", "blank")]
+TERMINAL_COLUMNS = ["attack_acc@1", "attack_acc@1_open", "judge_confidence", "knn_dist", "kid"]
 
 
-def main_table(rows: list[dict[str, Any]], markdown: bool = True) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the main table; the best value per column is marked (bold in markdown, * in text)."""
-    agg = aggregate(rows)
-    header = ["defense", "natural_acc"]
-    cols: list[tuple[str | None, str, bool]] = [(None, "natural_acc", True)]
-    for attack in agg["attacks"]:
-        for m, higher in METRICS.items():
-            if any(m in agg["cells"][lab].get(attack, {}) for lab in agg["labels"]):
-                header.append(f"{attack} {m}")
-                cols.append((attack, m, higher))
+def _natural(cell: list[dict[str, Any]]) -> str:
+    per_seed = {r["seed"]: r["natural_acc"] for r in cell if "natural_acc" in r}
+    if not per_seed:
+        return "-"
+    m, s = mean_std(list(per_seed.values()))
+    return fmt_ms(m, s) if len(per_seed) > 1 else f"{m:.3f}"
+
+
+def results_table(rows: list[dict[str, Any]], columns: list[str] | None = None, markdown: bool = True) -> tuple[list[str], list[list[str]]]:
+    """One line per (attack, defense) over the published seeds, each metric as estimate [95 % interval]
+    (`calor.summary.estimate`); "↓*"/"↑*" = significantly below/above `none` under the same attack (paired,
+    Holm-corrected). The floor and ceiling rows follow under attack "calibration"."""
+    keep, _ = published(rows)
+    cols = [c for c in (columns or [k for k, _ in COLUMNS]) if any(r.get(c) is not None or c in METRIC_SPECS and
+                                                                   METRIC_SPECS[c][0] in r.get("per_sample", {}) for r in keep)]
+    names = dict(COLUMNS)
+    marks = significance_marks(keep)
+    header = ["attack", "defense", "natural acc", *[names.get(c, c) for c in cols]]
     body = []
-    for label in agg["labels"]:
-        e = agg["cells"][label]
-        line = [label]
-        for attack, m, higher in cols:
-            mean, std, n = e[m] if attack is None else e[attack][m]
-            text = fmt_ms(mean, std) if n > 1 else fmt_ms(mean, std).split(" ± ")[0]  # one seed: no spread to show
-            if len(agg["labels"]) > 1 and mean == _best(agg, attack, m, higher):
-                text = f"**{text}**" if markdown else f"{text} *"
-            line.append(text)
+    cells = group(keep)
+    for (attack, label), cell in sorted(cells.items(), key=lambda kv: kv[0][0] == "calibration"):  # calibration last
+        line = [attack, label, _natural(cell) if attack != "calibration" else "-"]
+        for c in cols:
+            text = fmt_interval(estimate(cell, c))
+            mark = marks.get((attack, label, c), "")
+            line.append(f"{text} {mark}".rstrip())
         body.append(line)
     return header, body
 
 
-WIDE_TABLE_MAX_ATTACKS = 3  # beyond this, report.md/html lay the main table out one line per (attack, defense)
+def text_table(rows: list[dict[str, Any]], width: int | None = None) -> str:
+    """The results table for the terminal (the main metrics; report.md has every column)."""
+    return plain_table(*results_table(rows, TERMINAL_COLUMNS, markdown=False))
 
 
-def long_table(rows: list[dict[str, Any]], markdown: bool = True) -> tuple[list[str], list[list[str]]]:
-    """The main table's numbers with one line per (attack, defense) and one column per metric: it stays
-    readable with many attacks. The best defense per attack and metric is marked as in `main_table`."""
-    agg = aggregate(rows)
-    metrics = [m for m in METRICS if any(m in agg["cells"][lab].get(a, {}) for lab in agg["labels"] for a in agg["attacks"])]
-    header = ["attack", "defense", "natural_acc", *metrics]
+def comparisons_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Paired differences a - b under the same attack, seeds and latent initialisations."""
+    header = ["attack", "a", "b", "metric", "a - b [95% CI]", "p", "pairs (seeds)", "significant (Holm)"]
     body = []
-    for attack in agg["attacks"]:
-        for label in agg["labels"]:
-            e = agg["cells"][label]
-            line = [attack, label]
-            for metric, higher in [("natural_acc", True), *[(m, METRICS[m]) for m in metrics]]:
-                mean, std, n = e[metric] if metric == "natural_acc" else e[attack].get(metric, (math.nan, 0.0, 0))
-                text = "-" if math.isnan(mean) else fmt_ms(mean, std) if n > 1 else fmt_ms(mean, std).split(" ± ")[0]
-                if len(agg["labels"]) > 1 and mean == _best(agg, None if metric == "natural_acc" else attack, metric, higher):
-                    text = f"**{text}**" if markdown else f"{text} *"
-                line.append(text)
-            body.append(line)
+    for c in comparisons(published(rows)[0]):
+        d = 1 if abs(c["difference"]) >= 10 else 3
+        body.append([c["attack"], c["a"], c["b"], c["metric"], f"{c['difference']:+.{d}f} [{c['low']:+.{d}f}, {c['high']:+.{d}f}]",
+                     f"{c['p_value']:.4f}", f"{c['n_pairs']} ({c['n_seeds']})", "yes" if c["significant_holm"] else "no"])
     return header, body
 
 
-def text_table(rows: list[dict[str, Any]], width: int | None = None) -> str:
-    """Aligned plain-text main table for the terminal (mean ± std over seeds, best marked *); when it is
-    wider than `width` (default: the terminal's), the same numbers one line per (attack, defense)."""
-    wide = plain_table(*main_table(rows, markdown=False))
-    width = width or shutil.get_terminal_size((120, 24)).columns
-    if max(len(line) for line in wide.splitlines()) <= width:
-        return wide
-    return plain_table(*long_table(rows, markdown=False))
+def judges_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """acc@1 (closed / open set) by every judge, mean over seeds; the judges' own private-test accuracy in the header."""
+    keep = published(rows)[0]
+    judges = list(dict.fromkeys(j for r in keep for j in r.get("judges", {})))
+    if not judges:
+        return [], []
+    acc = {j: next(r["judges"][j]["natural_acc"] for r in keep if j in r.get("judges", {})) for j in judges}
+    header = ["attack", "defense", *[f"{j} ({acc[j]:.4f}) closed / open" for j in judges]]
+    body = []
+    for (attack, label), cell in group(keep).items():
+        line = [attack, label]
+        for j in judges:
+            vals = [r["judges"][j] for r in cell if j in r.get("judges", {})]
+            line.append(f"{statistics.fmean(v['acc@1'] for v in vals):.3f} / {statistics.fmean(v['acc@1_open'] for v in vals):.3f}" if vals else "-")
+        body.append(line)
+    return header, body
 
 
-CELL_COLUMNS = ["label", "attack", "threat_model", "seed", "natural_acc", "attack_acc@1", "knn_dist", "eval_fid", "queries",
-                "prior_queries", "attack_s", "prior_s"]
+def diagnostics_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Saturated bottleneck units and latent-gradient norm relative to the undefended target along the path."""
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    header = ["attack", "defense", "saturated units: start / mid / end", "grad norm ÷ none's: start / mid / end", "grad norm: start / end", "seeds"]
+    body = []
+    for (attack, label), d in diagnostics_summary(published(rows)[0]).items():
+        body.append([attack, label, " / ".join(map(f, d["saturated"])), " / ".join(map(f, d["grad_ratio"])),
+                     " / ".join(map(f, d["grad_norm"])), str(d["seeds"])])
+    return header, body
+
+
+CELL_COLUMNS = ["label", "attack", "threat_model", "seed", "natural_acc", "attack_acc@1", "attack_acc@1_open", "knn_dist", "kid",
+                "queries", "prior_queries", "attack_s", "prior_s"]
 
 
 def cells_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """One line per cell (no aggregation): the raw numbers with queries and wall time."""
+    """One line per cell (no aggregation): the raw numbers with queries and wall time; tuning seeds marked."""
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
         return str(v)
 
     header = ["defense" if c == "label" else c for c in CELL_COLUMNS]
-    return header, [[fmt(r.get(c, "-")) for c in CELL_COLUMNS] for r in rows]
+    body = []
+    for r in rows:
+        line = [fmt(r.get(c, "-")) for c in CELL_COLUMNS]
+        if r.get("tuning_seed"):
+            line[3] += " (tuning)"
+        body.append(line)
+    return header, body
 
 
 def plain_table(header: list[str], body: list[list[str]]) -> str:
@@ -269,55 +298,124 @@ def _protocol_lines(protocol: dict[str, Any], indent: int = 0) -> list[str]:
     return lines
 
 
+def _warnings(rows: list[dict[str, Any]], protocol: dict[str, Any]) -> list[str]:
+    """What a reader must know before reading a number: a weak judge, tuning seeds, too little data."""
+    out = []
+    weak = sorted({f"{r['label']} (seed {r['seed']}): judge {r['judge']['natural_acc']:.4f} vs target {r['judge']['target_natural_acc']:.4f}"
+                   for r in rows if r.get("judge", {}).get("stronger_than_target") is False})
+    if weak:
+        out.append("**The judge is NOT stronger than these targets; their attack accuracies are not evidence:** " + "; ".join(weak))
+    _, tuning_only = published(rows)
+    if tuning_only:
+        out.append(f"**Every row is on a tuning seed** (the scenario's defaults were chosen on seeds {protocol.get('tuning_seeds')}): "
+                   "these numbers are not an independent test of those defaults.")
+    elif any(r.get("tuning_seed") for r in rows):
+        out.append(f"Rows on tuning seeds {protocol.get('tuning_seeds')} are left out of the tables (they are in `results.json` and "
+                   "the cell list).")
+    seeds = {r["seed"] for r in published(rows)[0] if not r.get("calibration")}
+    if len(seeds) == 1:
+        out.append("One seed: intervals cover the reconstructions of one trained target, not the variation between trainings.")
+    return out
+
+
+SECTION_IDS = {"Privacy–utility": "privacy-utility", "True-class confidence": "confidence", "CALoR sensitivity": "sensitivity"}
+
+READING = ("acc@1: share of reconstructions the primary judge assigns to the attacked class among the private classes "
+           "(closed set, the field's metric), with a 95 % interval (Wilson for one seed; otherwise a bootstrap over seeds, then "
+           "reconstructions). open-set acc@1: the same judge also knows the public classes; a public-looking or empty image is a "
+           "miss. judge conf.: the judge's mean true-class probability (closed set). knn dist: squared L2 distance in the judge's "
+           "features to the nearest private training image of the class; pixel MSE / SSIM: to the nearest private image of the "
+           "class in pixel space (lower MSE / higher SSIM = closer). KID: unbiased kernel distance to the private images of the "
+           "attacked classes in the judge's features (0 = same distribution). diversity: mean pairwise feature distance within a "
+           "class; coverage: share of private images with a reconstruction in their 5-NN ball (PRDC); blank: share of "
+           "near-constant images. ↓* / ↑*: significantly below / above `none` under the same attack (paired over the same "
+           "seeds and latent initialisations, Holm-corrected over every comparison of the report). The calibration rows are "
+           "the same metrics on images no attack made: GAN samples at the attacks' starting latents (floor: prior), public "
+           "images (floor: public) and held-out private images (ceiling: private test).")
+
+
 def write_report(out: Path, rows: list[dict[str, Any]], protocol: dict[str, Any], title: str) -> dict[str, Path]:
     """Write results.json, figures, report.md and report.html into `out`; return their paths."""
     out = Path(out)
     write_json_atomic(out / "results.json", {"protocol": protocol, "rows": rows})
+    keep, _ = published(rows)
+    attacked = [r for r in keep if not r.get("calibration")]
     figs: list[tuple[str, str, str]] = []  # (section, caption, relative path)
-    for attack in dict.fromkeys(r["attack"] for r in rows):
-        p = privacy_utility_plot(rows, attack, out / "figures" / f"privacy_utility_{_file_name(attack)}.png")
+    for attack in dict.fromkeys(r["attack"] for r in attacked):
+        p = privacy_utility_plot(attacked, attack, out / "figures" / f"privacy_utility_{_file_name(attack)}.png")
         figs.append(("Privacy–utility", f"{attack}: natural accuracy vs attack accuracy (mean ± std over seeds)", str(p.relative_to(out))))
-    p = confidence_histograms(rows, out / "figures" / "confidence_histograms.png")
-    figs.append(("True-class confidence", "private training set, per defense (what Confidence Adaptation moves)", str(p.relative_to(out))))
+    if attacked:
+        p = confidence_histograms(attacked, out / "figures" / "confidence_histograms.png")
+        figs.append(("True-class confidence", "private training set, per defense (what Confidence Adaptation moves)", str(p.relative_to(out))))
     for key in protocol.get("sweeps") or {}:
-        p = sensitivity_plot(rows, key, out / "figures" / f"sensitivity_{key.replace('.', '_')}.png")
+        p = sensitivity_plot(attacked, key, out / "figures" / f"sensitivity_{key.replace('.', '_')}.png")
         figs.append(("CALoR sensitivity", f"{key} sweep", str(p.relative_to(out))))
-    first_seed = min(r["seed"] for r in rows)
-    grids = [(f"{r['label']} × {r['attack']} (seed {r['seed']})", r["grid"]) for r in rows if r["seed"] == first_seed and r.get("grid")]
-    many_attacks = len(set(r["attack"] for r in rows)) > WIDE_TABLE_MAX_ATTACKS
-    header, body = long_table(rows) if many_attacks else main_table(rows)
-    md = [f"# {title}", "", "## Main table", "", markdown_table(header, body), "",
-          f"Mean ± std over seeds {protocol.get('seeds')}; **bold** = best {'defense per attack and metric' if many_attacks else 'per column'} (highest natural accuracy, "
-          "lowest attack accuracy, largest knn_dist / eval_fid). Attack accuracy is judged by the evaluation model "
-          f"({protocol['evaluation_model']['arch']}, natural accuracy {protocol['evaluation_model']['natural_acc']:.4f}); "
-          "knn_dist = squared L2 distance in its features to the nearest private training image of the attacked class "
-          "(lower = more leakage); eval_fid = Fréchet distance in the same features (not Inception FID).", ""]
-    conf = aggregate(rows)
-    md += ["| defense | mean true-class confidence (train) |", "|---|---|"]
-    md += [f"| {lab} | {fmt_ms(*conf['cells'][lab]['mean_train_confidence'][:2])} |" for lab in conf["labels"]]
-    md.append("")
+    first_seed = min((r["seed"] for r in keep), default=None)
+    grids = [(f"{r['label']} × {r['attack']} (seed {r['seed']})", r["grid"]) for r in keep if r["seed"] == first_seed and r.get("grid")]
+    blocks: list[tuple[Any, ...]] = [("h1", title)]
+    blocks += [("warn", w) for w in _warnings(rows, protocol)]
+    blocks += [("h2", "Results", "results"), ("table", *results_table(rows)), ("p", READING)]
+    comp = comparisons_table(rows)
+    if comp[1]:
+        blocks += [("h2", "Paired comparisons", "comparisons"), ("table", *comp),
+                   ("p", "a - b over reconstructions paired by seed, class and latent initialisation; interval: paired bootstrap over "
+                         "seeds then pairs; p: two-sided sign-flip permutation test; significant: the interval excludes 0, p < 0.05 and "
+                         "the Holm correction over every comparison in this table keeps it.")]
+    jt = judges_table(rows)
+    if jt[1]:
+        blocks += [("h2", "Judges", "judges"), ("table", *jt),
+                   ("p", "acc@1 by every judge (private-test accuracy in brackets), closed set / open set; the first is the primary judge "
+                         "whose features give the other metrics.")]
+    dt = diagnostics_table(rows)
+    if dt[1]:
+        blocks += [("h2", "Mechanism diagnostics", "diagnostics"), ("table", *dt),
+                   ("p", "Replaying each white-box attack's latent path: the share of low-rank bottleneck units with |tanh| > 0.99, and "
+                         "the median per-latent norm of d CE / dz for the target divided by the same for the undefended target of the "
+                         "seed on the same latents (medians over seeds, at the start, middle and end of the optimisation).")]
+    confs = aggregate(attacked) if attacked else {"labels": []}
+    if confs["labels"]:
+        blocks += [("h3", "Mean true-class confidence (private train)"),
+                   ("table", ["defense", "confidence"], [[lab, fmt_ms(*confs["cells"][lab]["mean_train_confidence"][:2])] for lab in confs["labels"]])]
     section = None
     for sec, caption, rel in figs:
         if sec != section:
-            md += [f"## {sec}", ""]
+            blocks.append(("h2", sec, SECTION_IDS.get(sec, _file_name(sec).lower())))
             section = sec
-        md += [f"![{caption}]({rel})", "", f"*{caption}*", ""]
-    md += ["## Reconstructions", "", "Each class: top row = reconstructions, bottom row = each one's nearest private training image.", ""]
-    for caption, rel in grids:
-        md += [f"### {caption}", "", f"![{caption}]({rel})", ""]
-    md += ["## All cells", "", markdown_table(*cells_table(rows)), "",
-           "queries = images sent to the target during the attack; prior_queries = images sent while building "
-           "target-dependent priors (surrogates, pseudo-labels), one count per pass over the public images; attack_s = attack "
-           "wall time in seconds; prior_s = seconds it took to build the priors the attack used (GANs, surrogates), "
-           "paid once and shared by every cell that uses the same prior.", ""]
-    md += ["## Protocol", "", "```", *_protocol_lines(protocol), "```", "",
-           "Every row's full config, artifact paths, versions and split summary are in `results.json`; the exact split "
-           "indices are in `split.json`.", ""]
+        blocks.append(("figure", caption, rel))
+    blocks += [("h2", "Reconstructions", "reconstructions"),
+               ("p", "Each class: a row of reconstructions, framed green when the primary judge counts it as a hit and red when not, "
+                     "captioned with the judge's true-class confidence; under it, each one's nearest private training image (judge features).")]
+    blocks += [("figure", caption, rel) for caption, rel in grids]
+    blocks += [("h2", "All cells", "cells"), ("table", *cells_table(rows)),
+               ("p", "queries = images sent to the target during the attack; prior_queries = images sent while building "
+                     "target-dependent priors; attack_s = attack wall time in seconds; prior_s = seconds it took to build the priors the "
+                     "attack used, paid once and shared by every cell that uses the same prior."),
+               ("h2", "Protocol", "protocol"), ("pre", "\n".join(_protocol_lines(protocol))),
+               ("p", "Every row's full config, artifact paths, versions (CPU, kernels, threads) and split summary are in `results.json`; "
+                     "the exact split indices are in `split.json`.")]
     md_path = out / "report.md"
-    _write_text(md_path, "\n".join(md))
+    _write_text(md_path, _markdown(blocks))
     html_path = out / "report.html"
-    _write_text(html_path, _html(title, header, body, conf, figs, grids, protocol, out, rows))
+    _write_text(html_path, _html(blocks, out))
     return {"results": out / "results.json", "markdown": md_path, "html": html_path}
+
+
+def _markdown(blocks: list[tuple[Any, ...]]) -> str:
+    md: list[str] = []
+    for kind, *args in blocks:
+        if kind in ("h1", "h2", "h3"):
+            md += ["#" * int(kind[1]) + " " + args[0], ""]
+        elif kind == "warn":
+            md += [f"> ⚠ {args[0]}", ""]
+        elif kind == "p":
+            md += [args[0], ""]
+        elif kind == "table":
+            md += [markdown_table(args[0], args[1]), ""]
+        elif kind == "figure":
+            md += [f"![{args[0]}]({args[1]})", "", f"*{args[0]}*", ""]
+        elif kind == "pre":
+            md += ["```", args[0], "```", ""]
+    return "\n".join(md)
 
 
 def _img(out: Path, rel: str, alt: str) -> str:
@@ -325,40 +423,33 @@ def _img(out: Path, rel: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _html(title: str, header: list[str], body: list[list[str]], conf: dict[str, Any], figs: list[tuple[str, str, str]],
-          grids: list[tuple[str, str]], protocol: dict[str, Any], out: Path, rows: list[dict[str, Any]]) -> str:
-    def cell(text: str) -> str:
-        if text.startswith("**"):
-            return f"<td class=best>{html.escape(text.strip('*'))}</td>"
-        return f"<td>{html.escape(text)}</td>"
-
-    table = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-    table += "".join("<tr>" + "".join(cell(c) for c in r) + "</tr>" for r in body) + "</table>"
-    conf_rows = "".join(f"<tr><td>{html.escape(lab)}</td><td>{fmt_ms(*conf['cells'][lab]['mean_train_confidence'][:2])}</td></tr>" for lab in conf["labels"])
+def _html(blocks: list[tuple[Any, ...]], out: Path) -> str:
+    title = next(b[1] for b in blocks if b[0] == "h1")
     parts = [f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title><style>",
-             "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}",
-             "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}",
-             "th{background:#f3f3f3}td:first-child{text-align:left}.best{font-weight:bold;background:#e6f4ea}",
+             "body{font-family:system-ui,sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;color:#222}",
+             "table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}",
+             "th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}.warn{background:#fdecea;padding:.6em 1em;border-left:4px solid #c62828}",
              "img{max-width:100%;border:1px solid #ddd;margin:4px}figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}",
-             "figcaption{font-size:12px;color:#555}pre{background:#f7f7f7;padding:1em;font-size:12px;overflow:auto}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>", "<h2 id=main-table>Main table</h2>", table,
-             f"<p>Mean ± std over seeds {html.escape(str(protocol.get('seeds')))}; highlighted = best per column. Attack accuracy is judged by "
-             f"the evaluation model ({html.escape(str(protocol['evaluation_model']['arch']))}); knn_dist lower = more leakage; eval_fid is not Inception FID.</p>",
-             "<h3>Mean true-class confidence (private train)</h3><table><tr><th>defense</th><th>confidence</th></tr>" + conf_rows + "</table>"]
-    section = None
-    ids = {"Privacy–utility": "privacy-utility", "True-class confidence": "confidence", "CALoR sensitivity": "sensitivity"}
-    for sec, caption, rel in figs:
-        if sec != section:
-            parts.append(f"<h2 id={ids.get(sec, 'figures')}>{html.escape(sec)}</h2>")
-            section = sec
-        parts.append(f"<figure>{_img(out, rel, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>")
-    parts.append("<h2 id=reconstructions>Reconstructions</h2><p>Each class: top row = reconstructions, bottom row = nearest private training image.</p>")
-    for caption, rel in grids:
-        parts.append(f"<figure>{_img(out, rel, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>")
-    ch, cb = cells_table(rows)
-    parts.append("<h2 id=cells>All cells</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in ch) + "</tr>"
-                 + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cb) + "</table>")
-    parts += ["<h2 id=protocol>Protocol</h2><pre>", html.escape("\n".join(_protocol_lines(protocol))), "</pre></body></html>"]
+             "figcaption{font-size:12px;color:#555}p{font-size:13px}pre{background:#f7f7f7;padding:1em;font-size:12px;overflow:auto}</style></head><body>"]
+    for kind, *args in blocks:
+        if kind == "h1":
+            parts.append(f"<h1>{html.escape(args[0])}</h1>")
+        elif kind in ("h2", "h3"):
+            anchor = f" id={args[1]}" if len(args) > 1 else ""
+            parts.append(f"<{kind}{anchor}>{html.escape(args[0])}</{kind}>")
+        elif kind == "warn":
+            parts.append(f"<p class=warn>{html.escape(args[0].replace('**', ''))}</p>")
+        elif kind == "p":
+            parts.append(f"<p>{html.escape(args[0])}</p>")
+        elif kind == "table":
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in args[0])
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in args[1])
+            parts.append(f"<table><tr>{head}</tr>{body}</table>")
+        elif kind == "figure":
+            parts.append(f"<figure>{_img(out, args[1], args[0])}<figcaption>{html.escape(args[0])}</figcaption></figure>")
+        elif kind == "pre":
+            parts.append(f"<pre>{html.escape(args[0])}</pre>")
+    parts.append("</body></html>")
     return "\n".join(parts)
 
 

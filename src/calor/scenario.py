@@ -72,11 +72,20 @@ class Scenario:
     resolution: int = 32
     data: DataSpec = field(default_factory=DataSpec)
     target: ClassifierSpec = field(default_factory=ClassifierSpec)
+    # The judges (evaluation models): `evaluation` is the primary one (every metric), `extra_judges` are
+    # more architectures whose attack accuracy is reported beside it. Trained on the private and the
+    # public classes ("private+public", so a public-looking image can be called none of the private
+    # classes) or on the private classes only ("private", the field's closed-set evaluator).
     evaluation: ClassifierSpec = field(default_factory=lambda: ClassifierSpec(arch="resnet", width=32, epochs=15))
+    extra_judges: tuple[ClassifierSpec, ...] = ()
+    judge_classes: str = "private+public"
     prior: PriorSpec = field(default_factory=PriorSpec)
     attack: AttackSpec = field(default_factory=AttackSpec)
     defenses: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-defense default overrides
     seeds: tuple[int, ...] = (0,)
+    # seeds on which the scenario's defaults (defense settings) were chosen: results on them are marked as
+    # tuning results and the published tables use `seeds`, which must not overlap them
+    tuning_seeds: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         p: list[str] = []
@@ -96,7 +105,13 @@ class Scenario:
             p.append(f"data.test_fraction={d.test_fraction}: must be in (0, 1)")
         if d.max_per_class is not None and d.max_per_class < 4:
             p.append(f"data.max_per_class={d.max_per_class}: must be >= 4")
-        for name, spec in (("target", self.target), ("evaluation", self.evaluation)):
+        if self.judge_classes not in ("private+public", "private"):
+            p.append(f"judge_classes={self.judge_classes!r}: choose private+public or private")
+        if set(self.seeds) & set(self.tuning_seeds):
+            p.append(f"seeds {sorted(set(self.seeds) & set(self.tuning_seeds))} are also tuning_seeds: publish on other seeds")
+        specs = [("target", self.target), ("evaluation", self.evaluation)]
+        specs += [(f"extra_judges[{i}]", s) for i, s in enumerate(self.extra_judges)]
+        for name, spec in specs:
             if spec.epochs < 1 or spec.batch_size < 1 or spec.width < 1 or spec.feature_dim < 1:
                 p.append(f"{name}: epochs, batch_size, width and feature_dim must be >= 1")
             if spec.lr <= 0:

@@ -26,10 +26,11 @@ import torch
 from ..errors import collect
 from .base import ATTACKS
 from .gmi import GMI, GMIConfig
-from .losses import logit_loss, margin, max_margin_loss
+from .losses import margin, neg_true_logit
 from .oracle import ThreatModel
 
-KINDS = {"margin": max_margin_loss, "logit": logit_loss}
+# per-sample identity losses (N,); the attack loop reduces them batch-invariantly
+KINDS = {"margin": lambda logits, y: -margin(logits, y), "logit": neg_true_logit}
 
 
 @dataclass(frozen=True)
@@ -54,5 +55,5 @@ class AdaptiveLogit(GMI):
 
     def identity_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.config.kappa is not None:
-            return -margin(logits, y).clamp(max=self.config.kappa).mean()
+            return -margin(logits, y).clamp(max=self.config.kappa)
         return KINDS[self.config.kind](logits, y)

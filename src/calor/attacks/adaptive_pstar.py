@@ -74,13 +74,13 @@ class PStarPrior(GanPrior):
 
 
 def pstar_loss(logits: torch.Tensor, y: torch.Tensor, p_target: float, form: str = "squared") -> torch.Tensor:
-    """Batch mean of a loss of the true-class probability p_y that is minimal at p_y = p_target."""
+    """Per-sample (N,) loss of the true-class probability p_y that is minimal at p_y = p_target."""
     logp = F.log_softmax(logits, dim=1).gather(1, y.view(-1, 1)).squeeze(1)
     if form == "squared":
-        return (logp.exp() - p_target).pow(2).mean()
+        return (logp.exp() - p_target).pow(2)
     if form == "ca":
         gamma = -1.0 / math.log(p_target)  # CA's p* = exp(-1/gamma) = p_target
-        return (torch.exp(gamma * logp) * logp).mean()
+        return torch.exp(gamma * logp) * logp
     raise ConfigError(f"unknown pstar loss form {form!r}; choose one of {', '.join(FORMS)}")
 
 

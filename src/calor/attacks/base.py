@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Protocol
 
@@ -15,6 +16,35 @@ from .oracle import LabelOnlyOracle, ThreatModel
 
 ATTACKS: Registry = Registry("attack")
 
+# Latents per optimisation batch in the authors' evaluation code (GMI, KED-MI, LOMMA and PLG-MI attack 60
+# identities per batch, one latent each, and average the loss over the batch). calor sums per-sample
+# losses and divides by this constant instead of by the batch size, so every latent takes the paper's
+# step whatever else shares its batch: asking for more reconstructions no longer weakens the attack.
+REFERENCE_BATCH = 60
+
+
+def batch_objective(per_sample: torch.Tensor, reference_batch: int = REFERENCE_BATCH) -> torch.Tensor:
+    """sum_i loss_i / reference_batch: latent i's gradient is d loss_i / d z_i / reference_batch, independent of
+    how many latents share the batch (a batch mean would scale it by 1 / batch size)."""
+    if per_sample.dim() != 1:
+        raise ValueError(f"batch_objective expects per-sample losses (N,), got shape {tuple(per_sample.shape)}")
+    return per_sample.sum() / reference_batch
+
+
+def sample_seed(seed: int, label: int, restart: int) -> int:
+    """A 63-bit seed for reconstruction `restart` of class `label` in a run seeded `seed`."""
+    digest = hashlib.sha256(f"calor-latent/{seed}/{label}/{restart}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def initial_latents(seed: int, classes: list[int], per_class: int, dim: int) -> torch.Tensor:
+    """Standard-normal latents (len(classes) * per_class, dim), class-major, where the latent of restart j of
+    class c depends only on (seed, c, j): a run with more classes or restarts starts its first latents where a
+    smaller run does, and two defenses attacked with the same seed start from the same latents (paired)."""
+    rows = [torch.randn(dim, generator=torch.Generator().manual_seed(sample_seed(seed, c, j)))
+            for c in classes for j in range(per_class)]
+    return torch.stack(rows) if rows else torch.empty(0, dim)
+
 
 @dataclass
 class Reconstructions:
@@ -26,6 +56,10 @@ class Reconstructions:
     queries: int = 0
     seconds: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
+    # latents at evenly spaced steps of the optimisation, (snapshots, N, z_dim), with the generator that maps
+    # them (latent-optimisation attacks only): what calor.diagnostics replays against targets
+    trajectory: torch.Tensor | None = None
+    decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)  # (z, labels) -> images
 
 
 class PriorStore(Protocol):
@@ -95,6 +129,15 @@ class Attack:
 
     def _run(self, oracle: Any, prior: Any, classes: list[int], per_class: int, gen: torch.Generator) -> Reconstructions:
         raise NotImplementedError
+
+
+TRAJECTORY_SNAPSHOTS = 11  # latents recorded at steps 0, 10 %, ..., 100 % of an optimisation
+
+
+def snapshot_steps(iterations: int, snapshots: int = TRAJECTORY_SNAPSHOTS) -> set[int]:
+    """The optimisation steps (0 = before the first update, `iterations` = after the last) at which a
+    latent-optimisation attack records its latents."""
+    return {round(i * iterations / (snapshots - 1)) for i in range(snapshots)}
 
 
 def build_attack(name: str, settings: dict[str, Any] | None = None) -> Attack:

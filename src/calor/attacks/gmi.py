@@ -3,9 +3,16 @@
 White-box. A WGAN-GP trained on public data is the prior; for each attacked class, latents are
 optimised to minimise  E(G(z)) + lambda * CE(T(G(z)), y)  with SGD (lr 0.02, momentum 0.9), latents
 clamped to [-1, 1] after each step, where E = -D for the WGAN-GP critic (GMI) or -log sigmoid D for a
-DCGAN discriminator; each restart yields one reconstruction. As in the authors' code,
-the loss is the batch mean. Deviation: all classes and restarts are optimised in one batch
-(the per-sample objective is the same; SGD's per-sample step scales with 1/batch size, as in GMI).
+DCGAN discriminator; each restart yields one reconstruction.
+
+Batch invariance: the authors average the loss over a batch of 60 latents, so each latent moves by
+lr / 60 times its own gradient. calor optimises all classes and restarts in one batch of any size and
+keeps exactly that per-latent step by summing per-sample losses and dividing by 60
+(`base.REFERENCE_BATCH`); the latent of restart j of class c depends only on (seed, c, j).
+
+`update` separates "small gradients" from "misleading gradients" when a defense is tested:
+`sgd` (the paper), `normalized` (each latent's gradient rescaled to unit RMS per coordinate before the
+momentum step, so the gradient's size no longer matters, only its direction), `adam`.
 """
 
 from __future__ import annotations
@@ -18,9 +25,26 @@ import torch.nn.functional as F
 
 from ..errors import collect
 from ..progress import task
-from .base import ATTACKS, Attack, PriorStore, Reconstructions
+from .base import ATTACKS, Attack, PriorStore, Reconstructions, batch_objective, initial_latents, snapshot_steps
 from .priors import GanPrior
 from .oracle import LabelOnlyOracle, ThreatModel, WhiteBoxOracle
+
+
+UPDATES = ("sgd", "normalized", "adam")
+
+
+def make_latent_optimizer(z: torch.Tensor, update: str, lr: float, momentum: float) -> torch.optim.Optimizer:
+    """The optimiser of a latent batch; `normalized` rescales gradients in `normalize_gradients` first."""
+    if update == "adam":
+        return torch.optim.Adam([z], lr=lr)
+    return torch.optim.SGD([z], lr=lr, momentum=momentum)
+
+
+def normalize_gradients(z: torch.Tensor) -> None:
+    """Rescale each latent's gradient (row of z.grad) to unit RMS per coordinate: direction only."""
+    g = z.grad
+    rms = g.pow(2).mean(dim=1, keepdim=True).sqrt()
+    g.div_(rms.clamp_min(1e-12))
 
 
 @dataclass(frozen=True)
@@ -30,6 +54,7 @@ class GMIConfig:
     momentum: float = 0.9
     iterations: int | None = None  # None: the scenario's attack.iterations (paper: 1500)
     clamp: float = 1.0  # latents are kept in [-clamp, clamp]
+    update: str = "sgd"  # sgd (paper) | normalized | adam — see the module docstring
 
     def __post_init__(self) -> None:
         p = []
@@ -41,6 +66,8 @@ class GMIConfig:
             p.append(f"iterations={self.iterations}: must be >= 1")
         if self.clamp <= 0:
             p.append(f"clamp={self.clamp}: must be > 0")
+        if self.update not in UPDATES:
+            p.append(f"update={self.update!r}: choose one of {', '.join(UPDATES)}")
         collect(p, "gmi settings")
 
 
@@ -55,12 +82,12 @@ class GMI(Attack):
         return priors.gan()
 
     def identity_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The term that pulls G(z) towards class y (cross-entropy in GMI)."""
-        return F.cross_entropy(logits, y)
+        """Per-sample (N,) term that pulls G(z) towards class y (cross-entropy in GMI)."""
+        return F.cross_entropy(logits, y, reduction="none")
 
     def identity_term(self, oracle: WhiteBoxOracle, prior: Any, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The identity loss of generated `images`: `identity_loss` of the target's logits. Attacks that need
-        the images themselves (surrogate models, feature terms: LOMMA) override this instead."""
+        """Per-sample identity loss (N,) of generated `images`: `identity_loss` of the target's logits. Attacks
+        that need the images themselves (surrogate models, feature terms: LOMMA) override this instead."""
         return self.identity_loss(oracle.logits(images), y)
 
     def _run(self, oracle: WhiteBoxOracle, prior: GanPrior, classes: list[int], per_class: int, gen: torch.Generator) -> Reconstructions:
@@ -71,22 +98,30 @@ class GMI(Attack):
         for p in (*G.parameters(), *D.parameters()):
             p.requires_grad_(False)
         y = torch.tensor(classes, dtype=torch.long).repeat_interleave(per_class).to(device)
-        z = torch.randn(len(y), G.z_dim, generator=gen).clamp_(-cfg.clamp, cfg.clamp).to(device).requires_grad_(True)
-        opt = torch.optim.SGD([z], lr=cfg.lr, momentum=cfg.momentum)
+        z = initial_latents(gen.initial_seed(), classes, per_class, G.z_dim).clamp_(-cfg.clamp, cfg.clamp).to(device).requires_grad_(True)
+        opt = make_latent_optimizer(z, cfg.update, cfg.lr, cfg.momentum)
+        snaps, trajectory = snapshot_steps(iterations), []
         with task(f"attack {self.name}", iterations) as advance:
             for it in range(iterations):
+                if it in snaps:
+                    trajectory.append(z.detach().cpu().clone())
                 fake = G(z)
-                prior_loss = prior.energy(fake).mean()
+                prior_loss = prior.energy(fake).view(-1)
                 iden_loss = self.identity_term(oracle, prior, fake, y)
-                loss = prior_loss + cfg.lam * iden_loss
+                loss = batch_objective(prior_loss + cfg.lam * iden_loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.update == "normalized":
+                    normalize_gradients(z)
                 opt.step()
                 with torch.no_grad():
                     z.clamp_(-cfg.clamp, cfg.clamp)
                 if it % 50 == 0:
-                    advance(min(50, iterations - it), info=f"iden {iden_loss.item():.3f}")
+                    advance(min(50, iterations - it), info=f"iden {iden_loss.mean().item():.3f}")
+        trajectory.append(z.detach().cpu().clone())
         with torch.no_grad():
             images = G(z).cpu()
         return Reconstructions(images=images, labels=y.cpu(), latents=z.detach().cpu(),
-                               extras={"final_identity_loss": iden_loss.item(), "final_prior_loss": prior_loss.item(), "iterations": iterations})
+                               extras={"final_identity_loss": iden_loss.mean().item(), "final_prior_loss": prior_loss.mean().item(),
+                                       "iterations": iterations},
+                               trajectory=torch.stack(trajectory), decode=lambda z_, y_: G(z_))

@@ -53,7 +53,7 @@ from torch import nn
 from ..errors import collect
 from ..models.gan import Generator, downsampling_layers
 from ..progress import task
-from .base import ATTACKS, Attack, PriorStore, Reconstructions
+from .base import ATTACKS, Attack, PriorStore, Reconstructions, batch_objective, initial_latents, snapshot_steps
 from .oracle import LabelOnlyOracle, ThreatModel, WhiteBoxOracle
 from .surrogates import scenario_of, soft_cross_entropy, soft_labels
 
@@ -259,16 +259,19 @@ class KEDMI(Attack):
         return KedmiPrior(G.to(device).eval(), D.to(device).eval(), path, int(meta.get("queries", 0)))
 
     def identity_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The term that pulls G(z) towards class y (cross-entropy in KED-MI)."""
-        return F.cross_entropy(logits, y)
+        """Per-sample (N,) term that pulls G(z) towards class y (cross-entropy in KED-MI)."""
+        return F.cross_entropy(logits, y, reduction="none")
 
     def identity_term(self, oracle: WhiteBoxOracle, prior: Any, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The identity loss of generated `images` (same hook as GMI's; LOMMA overrides it)."""
+        """Per-sample identity loss (N,) of generated `images` (same hook as GMI's; LOMMA overrides it)."""
         return self.identity_loss(oracle.logits(images), y)
 
     def _sample(self, mu: torch.Tensor, log_var: torch.Tensor, m: int, gen: torch.Generator) -> torch.Tensor:
         """m reparameterised samples of each class's Gaussian, class-major: (len(mu) * m, z_dim)."""
-        eps = torch.randn(len(mu) * m, mu.shape[1], generator=gen).to(mu.device)
+        return self._reparameterise(mu, log_var, m, torch.randn(len(mu) * m, mu.shape[1], generator=gen).to(mu.device))
+
+    def _reparameterise(self, mu: torch.Tensor, log_var: torch.Tensor, m: int, eps: torch.Tensor) -> torch.Tensor:
+        """mu + std * eps for m draws per class (eps: (len(mu) * m, z_dim), class-major), clamped if configured."""
         z = mu.repeat_interleave(m, 0) + torch.exp(0.5 * log_var).repeat_interleave(m, 0) * eps
         clamp = self.config.clamp
         return z.clamp(-clamp, clamp) if clamp is not None else z
@@ -286,22 +289,30 @@ class KEDMI(Attack):
         log_var = torch.full((len(classes), G.z_dim), cfg.init_log_var, device=device, requires_grad=True)
         opt = torch.optim.Adam([mu, log_var], lr=cfg.lr)
         y_step = y.repeat_interleave(cfg.samples_per_step)
+        # the reconstructions' noise, fixed per (seed, class, restart): the trajectory replays the same draws
+        eps = initial_latents(gen.initial_seed(), classes, per_class, G.z_dim).to(device)
+        snaps, trajectory = snapshot_steps(iterations), []
         with task(f"attack {self.name}", iterations) as advance:
             for it in range(iterations):
+                if it in snaps:
+                    trajectory.append(self._reparameterise(mu, log_var, per_class, eps).detach().cpu())
                 fake = G(self._sample(mu, log_var, cfg.samples_per_step, gen))
-                prior_loss = prior.energy(fake).mean()
+                prior_loss = prior.energy(fake).view(-1)
                 iden_loss = self.identity_term(oracle, prior, fake, y_step)
-                loss = prior_loss + cfg.lam * iden_loss
+                # sum over the batch / REFERENCE_BATCH; Adam is scale-free, so this only keeps losses comparable
+                loss = batch_objective(prior_loss + cfg.lam * iden_loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 if it % 50 == 0:
-                    advance(min(50, iterations - it), info=f"iden {iden_loss.item():.3f}")
+                    advance(min(50, iterations - it), info=f"iden {iden_loss.mean().item():.3f}")
         with torch.no_grad():
-            z = self._sample(mu, log_var, per_class, gen)
+            z = self._reparameterise(mu, log_var, per_class, eps)
+            trajectory.append(z.cpu())
             images = G(z).cpu()
         std = torch.exp(0.5 * log_var.detach())
         return Reconstructions(images=images, labels=y.repeat_interleave(per_class).cpu(), latents=z.cpu(),
-                               extras={"final_identity_loss": iden_loss.item(), "final_prior_loss": prior_loss.item(),
+                               trajectory=torch.stack(trajectory), decode=lambda z_, y_: G(z_),
+                               extras={"final_identity_loss": iden_loss.mean().item(), "final_prior_loss": prior_loss.mean().item(),
                                        "iterations": iterations, "mean_latent_std": std.mean().item(),
                                        "latent_std_by_class": std.mean(1).tolist()})

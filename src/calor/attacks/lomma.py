@@ -48,7 +48,7 @@ from ..models.classifiers import CLASSIFIERS, build_classifier
 from .base import ATTACKS, PriorStore, Reconstructions
 from .gmi import GMI, GMIConfig
 from .kedmi import KEDMI, KEDMIConfig
-from .losses import logit_loss
+from .losses import neg_true_logit
 from .oracle import ThreatModel, WhiteBoxOracle
 from .surrogates import distill, logits_and_features, public_features, scenario_of, soft_labels
 
@@ -201,16 +201,18 @@ class LommaMixin:
         return rec
 
     def identity_term(self, oracle: WhiteBoxOracle, prior: LommaPrior, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean over target and surrogates of the per-model identity loss, plus the target's p_reg term."""
+        """Per-sample (N,): mean over target and surrogates of the per-model identity loss, plus the target's
+        p_reg term (mean squared feature deviation of each sample)."""
         cfg = self.config
         if cfg.identity == "logit":
             logits, feats = logits_and_features(oracle, images)
-            per_model = [logit_loss(logits, y)] + [logit_loss(s(images), y) for s in prior.surrogates]
+            per_model = [neg_true_logit(logits, y)] + [neg_true_logit(s(images), y) for s in prior.surrogates]
             mean = prior.feature_mean
-            reg = (feats - (mean[y] if len(mean) > 1 else mean)).pow(2).mean()
-            return torch.stack(per_model).mean() + cfg.reg_weight * reg
-        per_model = [F.cross_entropy(oracle.logits(images), y)] + [F.cross_entropy(s(images), y) for s in prior.surrogates]
-        return torch.stack(per_model).mean()
+            reg = (feats - (mean[y] if len(mean) > 1 else mean)).pow(2).flatten(1).mean(1)
+            return torch.stack(per_model).mean(0) + cfg.reg_weight * reg
+        per_model = [F.cross_entropy(oracle.logits(images), y, reduction="none")]
+        per_model += [F.cross_entropy(s(images), y, reduction="none") for s in prior.surrogates]
+        return torch.stack(per_model).mean(0)
 
 
 @ATTACKS.register("lomma-gmi")

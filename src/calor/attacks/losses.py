@@ -17,6 +17,11 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return true - others.max(1).values
 
 
+def neg_true_logit(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample  -z_y  (N,): LOMMA's logit loss before the batch reduction."""
+    return -logits.gather(1, y.view(-1, 1)).squeeze(1)
+
+
 def max_margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """PLG-MI's max-margin loss: batch mean of  max_{j != y} z_j - z_y  (minimised = margin maximised)."""
     return -margin(logits, y).mean()
@@ -24,4 +29,4 @@ def max_margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def logit_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Batch mean of  -z_y : maximises the true-class logit alone (the logit loss of LOMMA)."""
-    return -logits.gather(1, y.view(-1, 1)).mean()
+    return neg_true_logit(logits, y).mean()

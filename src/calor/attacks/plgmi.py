@@ -49,7 +49,7 @@ from ..errors import ConfigError, collect
 from ..models.cgan import ConditionalGenerator, ProjectionDiscriminator
 from ..progress import task
 from .augment import DiffAugment
-from .base import ATTACKS, Attack, PriorStore, Reconstructions
+from .base import ATTACKS, Attack, PriorStore, Reconstructions, batch_objective, initial_latents, snapshot_steps
 from .losses import margin, max_margin_loss
 from .oracle import ThreatModel, WhiteBoxOracle
 from .surrogates import scenario_of, soft_labels
@@ -234,23 +234,29 @@ class PLGMI(Attack):
             p.requires_grad_(False)
         augment = cfg.augmentation(oracle.image_shape[-1], jitter_p=1.0)  # the authors' attack-stage jitter
         y = torch.tensor(classes, dtype=torch.long).repeat_interleave(per_class).to(device)
-        z = torch.randn(len(y), G.z_dim, generator=gen).to(device).requires_grad_(True)
+        z = initial_latents(gen.initial_seed(), classes, per_class, G.z_dim).to(device).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=cfg.lr)
         first = None
+        snaps, trajectory = snapshot_steps(iterations), []
         with task(f"attack {self.name}", iterations) as advance:
             for it in range(iterations):
+                if it in snaps:
+                    trajectory.append(z.detach().cpu().clone())
                 fake = G(z, y)
-                loss = sum(max_margin_loss(oracle.logits(augment(fake, gen)), y) for _ in range(cfg.views))
+                per_sample = sum(-margin(oracle.logits(augment(fake, gen)), y) for _ in range(cfg.views))
+                loss = batch_objective(per_sample)  # batch-invariant; Adam is scale-free, so steps match the paper's
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                first = loss.item() if first is None else first
+                first = per_sample.mean().item() if first is None else first
                 if it % 50 == 0:
-                    advance(min(50, iterations - it), info=f"margin loss {loss.item():.3f}")
+                    advance(min(50, iterations - it), info=f"margin loss {per_sample.mean().item():.3f}")
+        trajectory.append(z.detach().cpu().clone())
         with torch.no_grad():
             images = G(z, y)
             final_margin = margin(oracle.logits(images), y)  # un-augmented, for the record (N queries)
         return Reconstructions(images=images.cpu(), labels=y.cpu(), latents=z.detach().cpu(),
+                               trajectory=torch.stack(trajectory), decode=lambda z_, y_: G(z_, y_.to(z_.device)),
                                extras={"iterations": iterations, "initial_identity_loss": first,
-                                       "final_identity_loss": loss.item(), "final_margin_mean": final_margin.mean().item(),
+                                       "final_identity_loss": per_sample.mean().item(), "final_margin_mean": final_margin.mean().item(),
                                        "final_top1_rate": (final_margin > 0).float().mean().item(), "cgan": prior.meta})
