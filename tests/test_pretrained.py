@@ -5,21 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from calor import Workspace, load_scenario, train_evaluation_model
-from calor.pipeline import Priors, evaluation_model_key, gan_key
+from calor.pipeline import Priors, evaluation_model_key, gan_key, judge_specs, train_judges
 from calor.pretrained import STORE, shipped
 
 
 def test_shipped_artifacts_match_the_current_keys_and_load_without_training(tmp_path: Path) -> None:
     sc = load_scenario("mnist")
-    expected = sorted([evaluation_model_key(sc)[1], gan_key(sc, 0)[1]])
+    demo_seed = sc.seeds[0]
+    expected = sorted([*(evaluation_model_key(sc, i)[1] for i in range(len(judge_specs(sc)))), gan_key(sc, demo_seed)[1]])
     # Fails when a change to the code's keys (ARTIFACT_FORMAT, models, scenario budgets) leaves the shipped
     # copies stale: rebuild them with `python -m calor.pretrained`.
     assert shipped() == expected
     ws = Workspace(cache=tmp_path / "cache")
-    judge = train_evaluation_model(sc, ws)
-    prior = Priors(sc, 0, ws).gan()
-    assert judge.path.is_relative_to(STORE) and Path(prior.path).is_relative_to(STORE)
-    assert judge.meta["metrics"]["natural_acc"] > 0.95
+    judges = train_judges(sc, ws)
+    prior = Priors(sc, demo_seed, ws).gan()
+    assert all(Path(j.path).is_relative_to(STORE) for j in judges) and Path(prior.path).is_relative_to(STORE)
+    assert len(judges) >= 2 and len({j.name for j in judges}) == len(judges)  # an ensemble of architectures
+    assert all(j.open_set for j in judges)  # they know the public classes too
+    assert all(j.natural_acc > 0.99 for j in judges)
     assert not (tmp_path / "cache").exists()  # nothing was trained or written
 
 

@@ -40,7 +40,7 @@ EVAL_MODEL_SEED = 12345  # one evaluation model per scenario, independent of the
 @dataclass
 class Workspace:
     """Where artifacts are cached, which device computes, and whether artifacts shipped with calor
-    (`calor.pretrained`: the embedded scenario's judge and seed-0 GAN prior) may stand in for cached ones."""
+    (`calor.pretrained`: the embedded scenario's judges and the demo seed's GAN prior) may stand in for cached ones."""
 
     cache: Path = Path("runs/cache")
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))

@@ -1,5 +1,5 @@
-"""Artifacts shipped inside the calor package: the embedded `mnist` scenario's evaluation model (the
-judge) and its seed-0 GAN prior, so `calor demo` spends its time on what it demonstrates (training
+"""Artifacts shipped inside the calor package: the embedded `mnist` scenario's judges (evaluation models)
+and the GAN prior of its first published seed (the demo's), so `calor demo` spends its time on what it demonstrates (training
 defended targets and attacking them) instead of rebuilding the same instrument on every machine.
 
 A shipped artifact is used only when its key — the same config hash the cache uses — matches what the

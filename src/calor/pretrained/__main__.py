@@ -1,5 +1,6 @@
-"""Rebuild the shipped artifacts: ``python -m calor.pretrained`` (trains the mnist judge and seed-0 GAN
-prior with 2 threads into a fresh cache, then replaces the copies in the package store)."""
+"""Rebuild the shipped artifacts: ``python -m calor.pretrained`` (trains the mnist judges and the GAN prior
+of the scenario's first published seed, the demo's, with 2 threads into a fresh cache, then replaces the
+copies in the package store)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from ..artifacts import WEIGHTS
-from ..pipeline import Priors, Workspace, train_evaluation_model
+from ..pipeline import Priors, Workspace, train_judges
 from ..runtime import configure_threads, versions
 from ..scenario import load_scenario
 from . import STORE, shipped
@@ -20,7 +21,7 @@ def main() -> None:
     sc = load_scenario("mnist")
     with tempfile.TemporaryDirectory(prefix="calor-pretrained-") as tmp:
         ws = Workspace(cache=Path(tmp), packaged=False)
-        built = [train_evaluation_model(sc, ws).path, Path(Priors(sc, 0, ws).gan().path)]
+        built = [Path(j.path) for j in train_judges(sc, ws)] + [Path(Priors(sc, sc.seeds[0], ws).gan().path)]
         old = {name: hashlib.sha256((STORE / name / WEIGHTS).read_bytes()).hexdigest() for name in shipped()}
         for stale in shipped():
             shutil.rmtree(STORE / stale)
