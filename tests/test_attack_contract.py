@@ -56,8 +56,11 @@ def test_bpda_on_a_target_dependent_base_through_the_cli(tiny_target, tmp_path: 
     scenario, cache, target = tiny_target
     out = tmp_path / "out"
     argv = ["attack", "--scenario", str(scenario), "--target", str(target), "--attack", "adaptive-bpda", "--set", "base=lomma-kedmi",
-            "--classes", "0,1", "--per-class", "2", "--cache", str(cache), "--out", str(out), "--quiet"]
+            "--classes", "0,1", "--per-class", "2", "--cache", str(cache), "--out", str(out), "--quiet", "--diagnostics"]
     assert main(argv) == 0, capsys.readouterr().err
     row = json.loads((out / "results.json").read_text())["rows"][0]
     assert row["attack_config"]["base"] == "lomma-kedmi" and row["prior_queries"] > 0 and row["queries"] > 0
     assert "kedmi-gan" in row["artifacts"] and "lomma-surrogates" in row["artifacts"]
+    # --diagnostics: KED-MI's recorded path replayed against the calor target and the undefended one
+    diag = row["diagnostics"]
+    assert len(diag["grad_ratio"]) == len(diag["progress"]) > 2 and all(0 <= x <= 1 for x in diag["saturated_fraction"])

@@ -143,6 +143,14 @@ def test_bench_report_has_every_section(tiny_yaml: Path, tmp_path: Path, capsys)
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0
     assert (out / "report.html").is_file()
+    # a second, smaller plan into the same directory; `report --all` reports both plans' cells
+    assert main(["bench", "--scenario", str(tiny_yaml), "--defenses", "none", "--attacks", "adaptive-logit", "--out", str(out),
+                 "--cache", str(tmp_path / "cache"), "--quiet"]) == 0
+    assert main(["report", str(out)]) == 0
+    assert {r["attack"] for r in json.loads((out / "results.json").read_text())["rows"]} == {"adaptive-logit", "calibration"}
+    assert main(["report", "--all", str(out)]) == 0
+    every = [r for r in json.loads((out / "results.json").read_text())["rows"] if not r.get("calibration")]
+    assert len(every) == 13 and every[0]["attack"] == "gmi" and every[0]["label"] == "none"
     assert main(["report", str(tmp_path / "nothing")]) == 2
 
 

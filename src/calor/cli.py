@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="(re)write report.md and report.html of a bench directory",
                        description="Rebuild the report of a `calor bench` output directory from its stored cells.")
     p.add_argument("directory", help="a bench output directory (contains plan.json and cells/)")
+    p.add_argument("--all", action="store_true",
+                   help="report every finished cell of the directory's scenario, not only the last plan's (several "
+                        "`calor bench` runs into one --out: a grid that is not a full product of defenses x attacks)")
 
     p = sub.add_parser("list", help="list defenses, attacks, scenarios or models")
     p.add_argument("what", nargs="?", default="all", choices=["all", "defenses", "attacks", "scenarios", "models"])
@@ -185,13 +188,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ArtifactError(f"{plan_file}: corrupt JSON ({exc})") from None
     scenario = from_dict(Scenario, saved["scenario_config"], "plan.json scenario")
     done = finished_cells(out)
-    rows = [done[c] for c in saved["cells"] if c in done]
+    if args.all:
+        same = [r for r in done.values() if r.get("scenario_config") == saved["scenario_config"]]
+        order = {"none": "0", "calor": "1"}  # the undefended and CALoR rows first, then the others by name
+        rows = sorted(same, key=lambda r: (r["attack"] != "gmi", r["attack"], order.get(r["label"], "2" + r["label"]), r["seed"]))
+    else:
+        rows = [done[c] for c in saved["cells"] if c in done]
     if not rows:
         raise ArtifactError(f"{out}: no finished cells yet; run `calor bench` first")
     defenses = list(dict.fromkeys(r["defense"] for r in rows))
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
     plan = plan_bench(scenario, defenses, attacks, sorted({r["seed"] for r in rows}), saved.get("sweeps") or {})
-    missing = len(saved["cells"]) - len(rows)
+    missing = 0 if args.all else len(saved["cells"]) - len(rows)
     rows += [r for r in stored_calibration(out) if r["seed"] in {c.seed for c in plan.cells}]
     paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
     print(text_table(rows))
