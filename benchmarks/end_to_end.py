@@ -42,11 +42,11 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, subprocess.C
 def stages(out: Path, wall: float) -> dict[str, float]:
     from calor.pretrained import STORE
 
-    rows = json.loads((out / "results.json").read_text())["rows"]
+    rows = [r for r in json.loads((out / "results.json").read_text())["rows"] if not r.get("calibration")]  # floor/ceiling rows: "other"
     # A judge or prior shipped with calor was loaded, not trained, in this run: it cost (almost) nothing.
     built = lambda path: not Path(path).resolve().is_relative_to(STORE.resolve())  # noqa: E731
-    judge_path = Path(rows[0]["artifacts"]["eval_model"])
-    judge = json.loads((judge_path / "meta.json").read_text())["metrics"]["train_seconds"] if built(judge_path) else 0.0
+    judge_paths = [Path(p) for k, p in rows[0]["artifacts"].items() if k.startswith("judge ")]
+    judge = sum(json.loads((p / "meta.json").read_text())["metrics"]["train_seconds"] for p in judge_paths if built(p))
     parts = {
         "judge": judge,
         "targets": sum(r["train_s"] for r in rows),
