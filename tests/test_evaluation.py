@@ -110,3 +110,17 @@ def test_gradient_path_measures_saturation_and_the_gradient_relative_to_a_refere
     assert gradient_path(mild, rec.__class__(rec.images, rec.labels)) is None  # no trajectory recorded
     plain = build_classifier("cnn", num_classes=3, in_channels=1, resolution=16, width=4, feature_dim=8).eval()
     assert gradient_path(plain, rec)["saturated_fraction"] is None and "grad_ratio" not in gradient_path(plain, rec)
+
+
+def test_private_features_are_computed_once_per_judge_artifact(tiny_scenario) -> None:
+    import calor.evaluation as ev
+
+    data = load_data(tiny_scenario)
+    model = build_classifier("cnn", num_classes=3, in_channels=1, resolution=16, width=4, feature_dim=8).eval()
+    judge = Judge("cnn", model, 3, 0.5, path="x", hash="judge-hash-for-test")
+    images, labels = data.x_test[:4], data.y_test[:4]
+    first = judge_images(images, labels, data, [judge])
+    keys = [k for k in ev._FEATURES if k[0] == "judge-hash-for-test"]
+    assert len(keys) == 1
+    assert judge_images(images, labels, data, [judge])["metrics"]["knn_dist"] == first["metrics"]["knn_dist"]
+    assert len([k for k in ev._FEATURES if k[0] == "judge-hash-for-test"]) == 1

@@ -69,6 +69,21 @@ def verdicts(judge: Judge, images: torch.Tensor, labels: torch.Tensor) -> dict[s
     return out
 
 
+_FEATURES: dict[tuple[str, str, tuple[int, ...]], torch.Tensor] = {}
+
+
+def _private_features(judge: Judge, data: SplitData, classes: torch.Tensor, priv_x: torch.Tensor) -> torch.Tensor:
+    """The judge's features of the attacked classes' private training images, computed once per process
+    for a judge artifact (keyed by its hash and the split's checksum): a bench judges every cell against
+    the same images, and this forward pass was most of the metrics' time."""
+    if not judge.hash:  # a judge built in memory: nothing identifies it safely
+        return predict(judge.model, priv_x, features=True)
+    key = (judge.hash, str(data.info.get("indices_sha256")), tuple(classes.tolist()))
+    if key not in _FEATURES:
+        _FEATURES[key] = predict(judge.model, priv_x, features=True)
+    return _FEATURES[key]
+
+
 def judge_images(images: torch.Tensor, labels: torch.Tensor, data: SplitData, judges: list[Judge]) -> dict[str, Any]:
     """Every metric of a set of labelled images (reconstructions, or a floor/ceiling set) against the
     private training images of the classes they claim, in the first judge's eyes (accuracies: every judge).
@@ -85,7 +100,7 @@ def judge_images(images: torch.Tensor, labels: torch.Tensor, data: SplitData, ju
     priv_x, priv_y = data.x_train[mask], data.y_train[mask]
     v = verdicts(primary, images, labels)
     feats = predict(primary.model, images, features=True)
-    priv_feats = predict(primary.model, priv_x, features=True)
+    priv_feats = _private_features(primary, data, classes, priv_x)
     knn, nearest = nearest_private(feats, labels, priv_feats, priv_y)
     pixels = nearest_private_pixels(images, labels, priv_x, priv_y)
     blank = degenerate_mask(images)

@@ -46,6 +46,10 @@ class Workspace:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     packaged: bool = True
 
+    def __post_init__(self) -> None:
+        self.cache = Path(self.cache)  # a str works too (the README's example passes one)
+        self.device = torch.device(self.device)
+
     def existing(self, path: Path) -> Path | None:
         """The finished artifact for cache location `path`: the cached one, else a shipped one with the
         same key (same relative path), else None."""
