@@ -174,3 +174,22 @@ def test_bench_resumes_after_the_process_is_killed(tiny_yaml: Path, tmp_path: Pa
     assert all(after[name] == mtime for name, mtime in first.items())  # finished cells were not redone
     rows = [r for r in json.loads((out / "results.json").read_text())["rows"] if not r.get("calibration")]
     assert len(rows) == 4 and len({r["cell"] for r in rows}) == 4
+
+
+def test_comparisons_pair_every_defense_with_none_and_calor_with_its_ablations() -> None:
+    from calor.summary import comparison_pairs, comparisons, diagnostics_summary
+
+    assert comparison_pairs(["none", "calor", "lor", "ca", "mid"]) == [
+        ("calor", "none"), ("lor", "none"), ("ca", "none"), ("mid", "none"), ("calor", "lor"), ("calor", "ca")]
+    n = 24
+    rows = [_sample_row("none", s, [1] * n, [1.0] * n) for s in (2, 3, 4)]
+    rows += [_sample_row("calor", s, [1] * n, [1.0] * n) for s in (2, 3, 4)]  # identical: no difference
+    rows += [_sample_row("lor", s, [0] * n, [9.0] * n) for s in (2, 3)]  # only two seeds shared
+    out = {(c["a"], c["b"], c["metric"]): c for c in comparisons(rows, ("attack_acc@1",))}
+    assert out[("calor", "none", "attack_acc@1")]["difference"] == 0 and not out[("calor", "none", "attack_acc@1")]["significant_holm"]
+    lor = out[("lor", "none", "attack_acc@1")]
+    assert lor["difference"] == -1.0 and lor["seeds"] == [2, 3] and lor["n_pairs"] == 2 * n and lor["significant_holm"]
+    assert out[("calor", "lor", "attack_acc@1")]["difference"] == 1.0
+    diag = {"progress": [0, 0.5, 1], "saturated_fraction": [0.1, 0.2, 0.3], "grad_norm": [1, 1, 1], "grad_ratio": [0.5, 0.4, 0.3]}
+    summary = diagnostics_summary([{**rows[3], "diagnostics": diag}])
+    assert summary[("gmi", "calor")]["saturated"] == [0.1, 0.2, 0.3] and summary[("gmi", "calor")]["grad_ratio"] == [0.5, 0.4, 0.3]
