@@ -148,7 +148,10 @@ def test_bench_report_has_every_section(tiny_yaml: Path, tmp_path: Path, capsys)
                  "--cache", str(tmp_path / "cache"), "--quiet"]) == 0
     assert main(["report", str(out)]) == 0
     assert {r["attack"] for r in json.loads((out / "results.json").read_text())["rows"]} == {"adaptive-logit", "calibration"}
-    assert main(["report", "--all", str(out)]) == 0
+    grid = out / json.loads((out / "results.json").read_text())["rows"][0]["grid"]
+    grid.unlink()
+    assert main(["report", "--all", "--redraw-grids", str(out)]) == 0
+    assert grid.is_file()  # drawn again from the cached attack artifact
     every = [r for r in json.loads((out / "results.json").read_text())["rows"] if not r.get("calibration")]
     assert len(every) == 13 and every[0]["attack"] == "gmi" and every[0]["label"] == "none"
     assert main(["report", str(tmp_path / "nothing")]) == 2

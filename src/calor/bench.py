@@ -245,7 +245,7 @@ def _calibrate(plan: BenchPlan, out: Path, seed: int, judges: list[Any], ws: Wor
         row, rec, nearest = calibration_row(sc, name, seed, judges, ws)
         grid = out / "grids" / f"{fname}.png"
         ps = row["per_sample"]
-        reconstruction_grid(rec.images, rec.labels, nearest, data, grid, ps["hit"], ps["confidence"])
+        reconstruction_grid(rec.images, rec.labels, nearest, data, grid, ps["hit"], ps["confidence"], ps["hit_open"])
         row |= {"cell": fname, "grid": str(grid.relative_to(out)), "data_key_hash": config_hash(data_key(sc))}
         write_json_atomic(f, row)
         rows.append(row)
@@ -281,7 +281,7 @@ def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: 
         grid = out / "grids" / f"{cid}.png"
         ps = run.metrics["per_sample"]
         reconstruction_grid(run.reconstructions.images, run.reconstructions.labels, run.metrics["nearest_private_index"], data, grid,
-                            ps["hit"], ps["confidence"])
+                            ps["hit"], ps["confidence"], ps["hit_open"])
         row = result_row(sc, target, run, judges) | {
             "cell": cid, "label": cell.label, "variant": cell.settings, "attack": cell.attack_label, "attack_name": cell.attack,
             "attack_variant": cell.attack_settings, "grid": str(grid.relative_to(out)),
@@ -296,6 +296,24 @@ def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: 
     if show:
         log(f"bench: {len(plan.cells)} cells in {time.perf_counter() - t0:.1f}s this run")
     return rows
+
+
+def redraw_grids(out: Path, rows: list[dict[str, Any]], data: Any) -> int:
+    """Draw the reconstruction grids of stored cells again from their attack artifacts (after the grid
+    drawing changed); cells whose artifact is gone keep their old grid. Returns how many were drawn."""
+    from .artifacts import find_artifact, load_artifact
+
+    drawn = 0
+    for r in rows:
+        path = Path(r.get("artifacts", {}).get("attack", ""))
+        if r.get("calibration") or not r.get("grid") or not find_artifact(path):
+            continue
+        art = load_artifact(path)
+        ps = art.meta["metrics"]["per_sample"]
+        reconstruction_grid(art.tensors["images"], art.tensors["labels"], art.meta["metrics"]["nearest_private_index"], data,
+                            Path(out) / r["grid"], ps["hit"], ps["confidence"], ps.get("hit_open"))
+        drawn += 1
+    return drawn
 
 
 def bench_protocol(plan: BenchPlan, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true",
                    help="report every finished cell of the directory's scenario, not only the last plan's (several "
                         "`calor bench` runs into one --out: a grid that is not a full product of defenses x attacks)")
+    p.add_argument("--redraw-grids", action="store_true",
+                   help="draw the cells' reconstruction grids again from their cached attack artifacts")
 
     p = sub.add_parser("list", help="list defenses, attacks, scenarios or models")
     p.add_argument("what", nargs="?", default="all", choices=["all", "defenses", "attacks", "scenarios", "models"])
@@ -172,7 +174,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .bench import bench_protocol, finished_cells, plan_bench, stored_calibration
+    from .bench import bench_protocol, finished_cells, plan_bench, redraw_grids, stored_calibration
     from .config import from_dict
     from .errors import ArtifactError
     from .report import text_table, write_report
@@ -200,6 +202,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
     plan = plan_bench(scenario, defenses, attacks, sorted({r["seed"] for r in rows}), saved.get("sweeps") or {})
     missing = 0 if args.all else len(saved["cells"]) - len(rows)
+    if args.redraw_grids:
+        from .pipeline import load_data
+
+        print(f"redrew {redraw_grids(out, rows, load_data(scenario))} reconstruction grids")
     rows += [r for r in stored_calibration(out) if r["seed"] in {c.seed for c in plan.cells}]
     paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
     print(text_table(rows))
@@ -259,7 +265,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     out = Path(args.out)
     ps = run.metrics["per_sample"]
     grid = reconstruction_grid(run.reconstructions.images, run.reconstructions.labels, run.metrics["nearest_private_index"],
-                               load_data(scenario), out / f"grid_{row['defense']}_{args.attack}.png", ps["hit"], ps["confidence"])
+                               load_data(scenario), out / f"grid_{row['defense']}_{args.attack}.png", ps["hit"], ps["confidence"],
+                               ps["hit_open"])
     write_json_atomic(out / "results.json", {"rows": [row | {"grid": grid.name}]})
     print(text_table([row]))
     print(f"queries {row['queries']}  ·  grid {grid}  ·  results {out / 'results.json'}  ·  artifact {run.path}")

@@ -38,9 +38,10 @@ HIT, MISS = (0, 160, 0), (210, 0, 0)  # frame colours: green = hit, red = miss
 
 
 def save_annotated_grid(rows: list[torch.Tensor], path: Path, row_labels: list[str],
-                        marks: list[list[tuple[bool, str]] | None], scale: int = 4) -> Path:
+                        marks: list[list[tuple[bool | str, str]] | None], scale: int = 4) -> Path:
     """Like `save_grid`, with a text label left of each row and, for rows whose `marks` entry is a list of
-    (hit, caption) per image, a green (hit) or red (miss) frame round each image and its caption below.
+    (hit, caption) per image, a green (hit) or red (miss) frame round each image and its caption below;
+    `hit` may also be a colour name or "#rrggbb" for the frame.
 
     Rows with marks None get no frames or captions. Always saved as RGB (the frames are coloured).
     """
@@ -81,7 +82,7 @@ def save_annotated_grid(rows: list[torch.Tensor], path: Path, row_labels: list[s
             if row_marks is not None:
                 hit, caption = row_marks[j]
                 draw.rectangle((x0, y0, x0 + w + 2 * frame - 1, y0 + h + 2 * frame - 1),
-                               outline=HIT if hit else MISS, width=frame)
+                               outline=hit if isinstance(hit, str) else HIT if hit else MISS, width=frame)
                 draw.text((x0 + (w + 2 * frame - text_size(caption)[0]) // 2, y0 + h + 2 * frame + pad // 2),
                           caption, fill="black", font=font)
         y0 += height

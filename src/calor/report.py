@@ -25,11 +25,17 @@ from .summary import comparisons, diagnostics_summary, estimate, fmt_interval, g
 METRICS = {"attack_acc@1": False, "attack_acc@1_open": False, "attack_acc@5": False, "knn_dist": True, "kid": True}
 
 
+OPEN_SET_MISS = "#e69500"  # orange: a closed-set hit that the open-set judge calls a public class
+
+
 def reconstruction_grid(images: torch.Tensor, labels: torch.Tensor, nearest_index: list[int], data: SplitData, path: Path,
-                        hits: list[int] | None = None, confidence: list[float] | None = None) -> Path:
+                        hits: list[int] | None = None, confidence: list[float] | None = None,
+                        hits_open: list[int] | None = None) -> Path:
     """Per attacked class: a row of reconstructions, then a row with each one's nearest private image (in the
     judge's features). With `hits`/`confidence` (the judge's closed-set verdicts), every reconstruction is
-    framed green (counted as a hit) or red (a miss) and captioned with the judge's true-class confidence."""
+    framed green (counted as a hit) or red (a miss) and captioned with the judge's true-class confidence;
+    with `hits_open` too, a closed-set hit that the open-set verdict rejects (the judge sees a public
+    class) is framed orange and captioned "pub"."""
     rows, names, marks = [], [], []
     idx = torch.tensor(nearest_index)
     for c in labels.unique().tolist():
@@ -37,7 +43,12 @@ def reconstruction_grid(images: torch.Tensor, labels: torch.Tensor, nearest_inde
         rows += [images[sel], data.x_train[idx[sel]]]
         names += [f"class {data.class_names[c]}", "nearest private"]
         if hits is not None and confidence is not None:
-            marks += [[(bool(hits[i]), f"{confidence[i]:.2f}") for i in sel.tolist()], None]
+            def mark(i: int) -> tuple[bool | str, str]:
+                if hits_open is not None and hits[i] and not hits_open[i]:
+                    return OPEN_SET_MISS, f"{confidence[i]:.2f} pub"
+                return bool(hits[i]), f"{confidence[i]:.2f}"
+
+            marks += [[mark(i) for i in sel.tolist()], None]
         else:
             marks += [None, None]
     return save_annotated_grid(rows, path, names, marks)
@@ -383,7 +394,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], protocol: dict[str, Any]
             section = sec
         blocks.append(("figure", caption, rel))
     blocks += [("h2", "Reconstructions", "reconstructions"),
-               ("p", "Each class: a row of reconstructions, framed green when the primary judge counts it as a hit and red when not, "
+               ("p", "Each class: a row of reconstructions, framed green when the primary judge counts it as a hit, orange when it is a hit only in the closed set (the open-set verdict is a public class) and red when it is a miss, "
                      "captioned with the judge's true-class confidence; under it, each one's nearest private training image (judge features).")]
     blocks += [("figure", caption, rel) for caption, rel in grids]
     blocks += [("h2", "All cells", "cells"), ("table", *cells_table(rows)),
