@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import config_hash, write_json_atomic
+from .artifacts import config_hash, find_artifact, load_artifact, write_json_atomic
 from .attacks import ATTACKS
 from .attacks.base import build_attack
 from .config import to_dict
@@ -206,10 +206,10 @@ def _status_table(plan: BenchPlan, done: set[str], title: str) -> None:
     console.print(table)
 
 
-def finished_cells(out: Path) -> dict[str, dict[str, Any]]:
-    """The result rows already stored under `<out>/cells/` (unreadable files are redone, not trusted)."""
+def _stored_rows(folder: Path) -> dict[str, dict[str, Any]]:
+    """The JSON rows in `folder` by file stem (unreadable files are left out: redone, not trusted)."""
     rows = {}
-    for f in sorted((Path(out) / "cells").glob("*.json")):
+    for f in sorted(Path(folder).glob("*.json")):
         try:
             rows[f.stem] = json.loads(f.read_text())
         except (json.JSONDecodeError, OSError):
@@ -217,31 +217,28 @@ def finished_cells(out: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
+def finished_cells(out: Path) -> dict[str, dict[str, Any]]:
+    """The result rows already stored under `<out>/cells/`."""
+    return _stored_rows(Path(out) / "cells")
+
+
 def stored_calibration(out: Path) -> list[dict[str, Any]]:
-    """The floor and ceiling rows stored under `<out>/calibration/` (unreadable files are skipped)."""
-    rows = []
-    for f in sorted((Path(out) / "calibration").glob("*.json")):
-        try:
-            rows.append(json.loads(f.read_text()))
-        except (json.JSONDecodeError, OSError):
-            continue
-    return rows
+    """The floor and ceiling rows stored under `<out>/calibration/`."""
+    return list(_stored_rows(Path(out) / "calibration").values())
 
 
 def _calibrate(plan: BenchPlan, out: Path, seed: int, judges: list[Any], ws: Workspace) -> list[dict[str, Any]]:
     """The floor and ceiling rows of `seed` (stored under `<out>/calibration/`, computed once)."""
     sc = plan.scenario
     data = load_data(sc)
+    stored = _stored_rows(out / "calibration")
     rows = []
     for name in CALIBRATION_SETS:
         fname = f"{name.replace(': ', '-').replace(' ', '-')}-s{seed}"
+        if fname in stored:
+            rows.append(stored[fname])
+            continue
         f = out / "calibration" / f"{fname}.json"
-        if f.exists():
-            try:
-                rows.append(json.loads(f.read_text()))
-                continue
-            except (json.JSONDecodeError, OSError):
-                pass  # unreadable: recompute
         row, rec, nearest = calibration_row(sc, name, seed, judges, ws)
         grid = out / "grids" / f"{fname}.png"
         ps = row["per_sample"]
@@ -274,8 +271,9 @@ def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: 
         log(f"[bold]cell {i}/{len(plan.cells)}[/bold] {cell.label} × {cell.attack_label} (seed {cell.seed})")
         target = train_target(sc, cell.defense, seed=cell.seed, settings=cell.settings, ws=ws)
         white_box = ATTACKS.get(cell.attack).threat_model is ThreatModel.WHITE_BOX
-        # the undefended target of the same seed: the gradient diagnostics' reference
-        reference = (target if cell.defense == "none" and not cell.variant else train_target(sc, "none", seed=cell.seed, ws=ws)) if white_box else None
+        reference = None  # white-box cells: the undefended target of the same seed, for the gradient diagnostics
+        if white_box:
+            reference = target if cell.defense == "none" and not cell.variant else train_target(sc, "none", seed=cell.seed, ws=ws)
         run = attack_target(sc, target, cell.attack, seed=cell.seed, settings=cell.attack_settings, ws=ws, judges=judges,
                             reference=reference)
         grid = out / "grids" / f"{cid}.png"
@@ -301,8 +299,6 @@ def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: 
 def redraw_grids(out: Path, rows: list[dict[str, Any]], data: Any) -> int:
     """Draw the reconstruction grids of stored cells again from their attack artifacts (after the grid
     drawing changed); cells whose artifact is gone keep their old grid. Returns how many were drawn."""
-    from .artifacts import find_artifact, load_artifact
-
     drawn = 0
     for r in rows:
         path = Path(r.get("artifacts", {}).get("attack", ""))

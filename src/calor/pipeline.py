@@ -23,8 +23,8 @@ from .config import to_dict
 from .data.splits import SplitData, make_splits
 from .defenses.base import Defense, Stage, build_defense
 from .errors import ArtifactError
-from .evaluation import Judge, judge_images
 from .diagnostics import gradient_path
+from .evaluation import Judge, calibration_images, judge_images
 from .metrics.accuracy import natural_accuracy, predict
 from .metrics.confidence import confidence_summary, true_class_confidence
 from .models.classifiers import Classifier, build_classifier
@@ -264,11 +264,7 @@ def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None, inde
 
 def train_judges(scenario: Scenario, ws: Workspace | None = None) -> list[Judge]:
     """Every judge of the scenario, primary first, ready for `evaluation.judge_images`."""
-    out = []
-    for i, _spec in enumerate(judge_specs(scenario)):
-        tc = train_evaluation_model(scenario, ws, i)
-        out.append(as_judge(tc))
-    return out
+    return [as_judge(train_evaluation_model(scenario, ws, i)) for i in range(len(judge_specs(scenario)))]
 
 
 def as_judge(tc: TrainedClassifier) -> Judge:
@@ -499,8 +495,6 @@ def calibration_row(scenario: Scenario, name: str, seed: int, judges: list[Judge
                     classes: list[int] | None = None, per_class: int | None = None) -> tuple[dict[str, Any], Reconstructions, list[int]]:
     """A floor or ceiling row (`calor.evaluation.CALIBRATION_SETS`): the same metrics, by the same code, on
     images no attack produced. Returns the row, the images and their nearest private indices (for a grid)."""
-    from .evaluation import calibration_images
-
     ws = ws or Workspace()
     data = load_data(scenario)
     classes = list(classes) if classes is not None else scenario.attacked_classes()
