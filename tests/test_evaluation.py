@@ -124,3 +124,22 @@ def test_private_features_are_computed_once_per_judge_artifact(tiny_scenario) ->
     assert len(keys) == 1
     assert judge_images(images, labels, data, [judge])["metrics"]["knn_dist"] == first["metrics"]["knn_dist"]
     assert len([k for k in ev._FEATURES if k[0] == "judge-hash-for-test"]) == 1
+
+
+def test_a_cached_run_reports_the_threads_it_was_computed_with(tiny_scenario, tmp_path) -> None:
+    from calor import Workspace, attack_target, configure_threads, train_target
+    from calor.pipeline import result_row, train_judges
+
+    ws = Workspace(cache=tmp_path)
+    try:
+        configure_threads(1)
+        target = train_target(tiny_scenario, "none", seed=0, ws=ws)
+        judges = train_judges(tiny_scenario, ws)
+        attack_target(tiny_scenario, target, "gmi", seed=0, ws=ws, judges=judges)
+        configure_threads(2)
+        cached = attack_target(tiny_scenario, target, "gmi", seed=0, ws=ws, judges=judges)
+        row = result_row(tiny_scenario, target, cached, judges)
+    finally:
+        configure_threads(2)
+    assert row["versions"]["threads"] == "1" and row["target_versions"]["threads"] == "1"
+    assert row["reported_with"]["threads"] == "2"

@@ -486,7 +486,10 @@ def result_row(scenario: Scenario, target: TrainedClassifier, run: AttackRun, ju
         "target_seed": target.meta["seed"],
         "artifacts": {"target": str(target.path), **{f"judge {k}": v for k, v in run.meta["judges"].items()}, "attack": str(run.path),
                       **run.meta["priors"]},
-        "scenario_config": scenario.to_dict(), "data_split": target.meta["data_split"], "versions": versions(),
+        "scenario_config": scenario.to_dict(), "data_split": target.meta["data_split"],
+        # where the numbers were computed: the attack run's versions (threads, CPU, kernels), which a cached
+        # run keeps, and the target's; `reported_with` is the process that wrote this row
+        "versions": run.meta.get("versions", {}), "target_versions": target.meta.get("versions", {}), "reported_with": versions(),
     }
     return row
 
