@@ -209,7 +209,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows += [r for r in stored_calibration(out) if r["seed"] in {c.seed for c in plan.cells}]
     paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
     print(text_table(rows))
-    print(f"\n{len(rows)} cells{f' ({missing} not finished)' if missing else ''}; report: {paths['markdown']} and {paths['html']}")
+    n_cal = sum(1 for r in rows if r.get("calibration"))
+    print(f"\n{len(rows) - n_cal} cells{f' ({missing} not finished)' if missing else ''} and {n_cal} floor/ceiling rows; "
+          f"report: {paths['markdown']} and {paths['html']}")
     return 0
 
 
