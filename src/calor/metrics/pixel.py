@@ -10,6 +10,7 @@ import kornia
 import torch
 
 from ..errors import MetricError
+from .knn import nearest_private
 
 SSIM_WINDOW = 11  # the usual SSIM window (Wang et al. 2004)
 
@@ -45,17 +46,6 @@ def nearest_private_pixels(images: torch.Tensor, labels: torch.Tensor, private_i
                           f"{len(private_images)} private images for {len(private_labels)} labels")
     images, private_images = images.detach().cpu().double(), private_images.detach().cpu().double()
     labels, private_labels = labels.cpu(), private_labels.cpu()
-    pixels = images[0].numel()
-    mse = torch.empty(len(images), dtype=torch.float64)
-    index = torch.empty(len(images), dtype=torch.long)
-    for c in labels.unique().tolist():
-        members = torch.nonzero(private_labels == c).view(-1)
-        if len(members) == 0:
-            raise MetricError(f"pixel nearest neighbour: class {c} has no private images")
-        rows = torch.nonzero(labels == c).view(-1)
-        # Without the matmul shortcut an exact copy gives exactly 0, not a cancellation residue.
-        d = torch.cdist(images[rows].flatten(1), private_images[members].flatten(1),
-                        compute_mode="donot_use_mm_for_euclid_dist").pow(2) / pixels
-        best, arg = d.min(dim=1)
-        mse[rows], index[rows] = best, members[arg]
-    return {"mse": mse, "ssim": per_image_ssim(images, private_images[index]), "index": index}
+    sq, index = nearest_private(images.flatten(1), labels, private_images.flatten(1), private_labels, exact=True,
+                                what="pixel nearest neighbour")
+    return {"mse": sq / images[0].numel(), "ssim": per_image_ssim(images, private_images[index]), "index": index}
