@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 
 from .artifacts import config_hash, find_artifact, load_artifact, load_meta, save_artifact
-from .attacks.base import Reconstructions, build_attack
+from .attacks.base import AttackerBudget, AttackerStore, Reconstructions, build_attack
 from .attacks.oracle import make_oracle
 from .attacks.priors import GanPrior, train_gan
 from .config import to_dict
@@ -290,6 +290,16 @@ class Priors:
     def device(self) -> torch.device:
         return self.ws.device
 
+    @property
+    def budget(self) -> AttackerBudget:
+        return AttackerBudget(prior=self.scenario.prior, target=self.scenario.target)
+
+    def for_attacker(self) -> AttackerStore:
+        """The view of this store an attack receives: public images, the GAN prior, the prior cache and the
+        budget; not the scenario, the workspace or anything private."""
+        return AttackerStore(device=self.device, budget=self.budget, gan=self.gan, public_images=self.public_images,
+                             cached=self.cached)
+
     def public_images(self) -> torch.Tensor:
         """The attacker's public images (never their labels)."""
         return load_data(self.scenario).x_public
@@ -416,7 +426,7 @@ def attack_target(
         return AttackRun(rec, dict(art.meta["metrics"]), art.meta, path)
     oracle = make_oracle(target.model, atk.threat_model, data.num_classes, data.image_shape)
     priors = Priors(scenario, seed, ws, target_hash=target.meta["hash"])
-    prior = atk.prepare(oracle, priors)
+    prior = atk.prepare(oracle, priors.for_attacker())
     seed_everything(seed)
     rec = atk.run(oracle, prior, classes, per_class, seed)
     t0 = time.perf_counter()

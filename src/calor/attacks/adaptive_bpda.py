@@ -71,7 +71,7 @@ def straight_through_copy(module: nn.Module) -> tuple[nn.Module, int]:
     for parent in list(clone.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, SATURATING):
-                setattr(parent, name, StraightThroughActivation(child))
+                parent.add_module(name, StraightThroughActivation(child))  # replaces the child of that name
                 swapped += 1
     return clone, swapped
 
@@ -129,6 +129,6 @@ class AdaptiveBPDA(Attack):
         return BPDAPrior(base, straight_through, base.prepare(straight_through, priors), swapped)
 
     def _run(self, oracle: WhiteBoxOracle, prior: BPDAPrior, classes: list[int], per_class: int, gen: torch.Generator) -> Reconstructions:
-        rec = prior.base._run(prior.oracle, prior.prior, classes, per_class, gen)
+        rec = prior.base.reconstruct(prior.oracle, prior.prior, classes, per_class, gen)
         rec.extras |= {"bpda_swapped": prior.swapped, "base": prior.base.name}
         return rec

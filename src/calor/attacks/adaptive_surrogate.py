@@ -23,7 +23,6 @@ class only replaces GMI's `identity_term` (surrogate logits instead of the targe
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +35,7 @@ from .base import ATTACKS, PriorStore, Reconstructions
 from .gmi import GMI, GMIConfig
 from .oracle import BlackBoxOracle, ThreatModel
 from .priors import GanPrior
-from .surrogates import distill, scenario_of, soft_labels
+from .surrogates import distill, budget_of, soft_labels
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ class AdaptiveSurrogate(GMI):
 
     def prepare(self, oracle: BlackBoxOracle, priors: PriorStore) -> SurrogatePrior:
         cfg = self.config
-        sc = scenario_of(priors)
+        sc = budget_of(priors)
         spec = sc.target
         gan = priors.gan()
         public = priors.public_images()
@@ -95,7 +94,7 @@ class AdaptiveSurrogate(GMI):
         n_gan = cfg.gan_samples if cfg.gan_samples is not None else len(public)
         key = {**arch, "epochs": cfg.distill_epochs or spec.epochs, "lr": cfg.distill_lr or spec.lr,
                "batch_size": cfg.distill_batch or spec.batch_size, "gan_samples": n_gan, "latent_box": cfg.clamp,
-               "gan_prior": os.path.basename(gan.path) if n_gan else None, "temperature": 1.0}
+               "gan_prior": gan.name if n_gan else None, "temperature": 1.0}
         device = priors.device
 
         def make() -> nn.Module:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Protocol
 
@@ -12,6 +13,7 @@ import torch
 from ..config import from_dict, to_dict
 from ..errors import ThreatModelError
 from ..registry import Registry
+from ..scenario import ClassifierSpec, PriorSpec
 from .oracle import LabelOnlyOracle, ThreatModel
 
 ATTACKS: Registry = Registry("attack")
@@ -62,11 +64,22 @@ class Reconstructions:
     decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)  # (z, labels) -> images
 
 
+@dataclass(frozen=True)
+class AttackerBudget:
+    """The only scenario settings an attack sees: the budgets that size its own training (a conditional GAN,
+    surrogates) so that tiny test scenarios stay tiny. `target` is the architecture and training budget the
+    attacker assumes for surrogates (the common "known architecture" assumption), never the target's weights."""
+
+    prior: PriorSpec
+    target: ClassifierSpec
+
+
 class PriorStore(Protocol):
-    """Gives attacks the priors they need, trained once and cached (implemented by calor.pipeline.Priors)."""
+    """What an attack may use besides its oracle: the attacker's public images, the shared GAN prior, a
+    cache for attack-specific priors, and its budget. Implemented by `AttackerStore`."""
 
     device: torch.device
-    scenario: Any  # the calor.scenario.Scenario being attacked (its budgets size attack-specific priors)
+    budget: AttackerBudget
 
     def gan(self) -> Any:
         """The GanPrior trained on the public split (see calor.attacks.priors)."""
@@ -80,6 +93,40 @@ class PriorStore(Protocol):
                *, depends_on_target: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Tensors + meta of an attack-specific prior, built by `build()` once per config (and target)."""
         ...
+
+
+@dataclass(frozen=True)
+class _StoreBackend:
+    gan: Callable[[], Any]
+    public_images: Callable[[], torch.Tensor]
+    cached: Callable[..., tuple[dict[str, torch.Tensor], dict[str, Any]]]
+
+
+_BACKENDS: "weakref.WeakKeyDictionary[AttackerStore, _StoreBackend]" = weakref.WeakKeyDictionary()
+
+
+class AttackerStore:
+    """The PriorStore handed to attacks. It holds no reference to the scenario, the workspace or the
+    private data: its functions live outside the object (as the oracle's target does), so an attack finds
+    nothing among its attributes but the device, the budget and the three methods."""
+
+    __slots__ = ("device", "budget", "__weakref__")
+
+    def __init__(self, *, device: torch.device, budget: AttackerBudget, gan: Callable[[], Any],
+                 public_images: Callable[[], torch.Tensor], cached: Callable[..., Any]) -> None:
+        self.device = device
+        self.budget = budget
+        _BACKENDS[self] = _StoreBackend(gan, public_images, cached)
+
+    def gan(self) -> Any:
+        return _BACKENDS[self].gan()
+
+    def public_images(self) -> torch.Tensor:
+        return _BACKENDS[self].public_images()
+
+    def cached(self, name: str, config: dict[str, Any], build: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]],
+               *, depends_on_target: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return _BACKENDS[self].cached(name, config, build, depends_on_target=depends_on_target)
 
 
 @dataclass(frozen=True)
@@ -122,10 +169,16 @@ class Attack:
         start_queries = oracle.queries
         gen = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
-        rec = self._run(oracle, prior, classes, per_class, gen)
+        rec = self.reconstruct(oracle, prior, classes, per_class, gen)
         rec.seconds = time.perf_counter() - t0
         rec.queries = oracle.queries - start_queries
         return rec
+
+    def reconstruct(self, oracle: LabelOnlyOracle, prior: Any, classes: list[int], per_class: int, gen: torch.Generator) -> Reconstructions:
+        """The search itself, drawing from `gen`, after the access check: what `run` times and counts, and
+        what an attack composed over another one (adaptive-bpda) calls to run its base attack."""
+        self.check_access(oracle)
+        return self._run(oracle, prior, classes, per_class, gen)
 
     def _run(self, oracle: Any, prior: Any, classes: list[int], per_class: int, gen: torch.Generator) -> Reconstructions:
         raise NotImplementedError

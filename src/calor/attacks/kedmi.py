@@ -55,7 +55,7 @@ from ..models.gan import Generator, downsampling_layers
 from ..progress import task
 from .base import ATTACKS, Attack, PriorStore, Reconstructions, batch_objective, initial_latents, snapshot_steps
 from .oracle import LabelOnlyOracle, ThreatModel, WhiteBoxOracle
-from .surrogates import scenario_of, soft_cross_entropy, soft_labels
+from .surrogates import budget_of, soft_cross_entropy, soft_labels
 
 
 class MinibatchDiscrimination(nn.Module):
@@ -227,7 +227,7 @@ class KEDMI(Attack):
 
     def gan_settings(self, oracle: LabelOnlyOracle, priors: PriorStore) -> KedmiGanSettings:
         """The GAN's budget: this attack's settings, else the scenario's prior spec."""
-        cfg, spec = self.config, scenario_of(priors).prior
+        cfg, spec = self.config, budget_of(priors).prior
         d_steps = cfg.d_steps if cfg.d_steps is not None else (spec.n_critic if spec.kind == "wgan-gp" else 1)
         return KedmiGanSettings(num_classes=oracle.num_classes, steps=cfg.gan_steps or spec.steps, d_steps=d_steps,
                                 batch_size=spec.batch_size, lr=spec.lr, width=spec.width, z_dim=spec.z_dim,

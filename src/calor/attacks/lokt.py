@@ -36,7 +36,6 @@ The surrogates are cached (priors.cached, depends_on_target=True) with the label
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,7 +49,7 @@ from .base import ATTACKS, Attack, PriorStore, Reconstructions
 from .gmi import GMI, GMIConfig
 from .oracle import LabelOnlyOracle, ThreatModel, make_oracle
 from .priors import GanPrior
-from .surrogates import distill, scenario_of
+from .surrogates import distill, budget_of
 
 
 @dataclass(frozen=True)
@@ -155,7 +154,7 @@ class LOKT(Attack):
         """Surrogate width, feature size and epochs: from the config, else from the scenario's GAN-prior
         budget (width: half the prior's; epochs: about prior.steps x prior.batch_size images seen)."""
         cfg = self.config
-        prior_spec = scenario_of(priors).prior if cfg.width is None or cfg.epochs is None else None
+        prior_spec = budget_of(priors).prior if cfg.width is None or cfg.epochs is None else None
         width = cfg.width or max(4, prior_spec.width // 2)
         n_train = cfg.samples_per_class * k * (2 if cfg.augment else 1)
         epochs = cfg.epochs or max(1, round(prior_spec.steps * prior_spec.batch_size / n_train))
@@ -172,7 +171,7 @@ class LOKT(Attack):
         epochs = spec["epochs"]
         key = {"samples_per_class": cfg.samples_per_class, "archs": list(cfg.archs), "width": spec["width"],
                "feature_dim": spec["feature_dim"], "epochs": epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
-               "augment": cfg.augment, "gan": Path(gan.path).name or "unsaved", "num_classes": k}
+               "augment": cfg.augment, "gan": gan.name or "unsaved", "num_classes": k}
 
         def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))

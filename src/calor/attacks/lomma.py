@@ -50,23 +50,33 @@ from .gmi import GMI, GMIConfig
 from .kedmi import KEDMI, KEDMIConfig
 from .losses import neg_true_logit
 from .oracle import ThreatModel, WhiteBoxOracle
-from .surrogates import distill, logits_and_features, public_features, scenario_of, soft_labels
+from .surrogates import distill, logits_and_features, public_features, budget_of, soft_labels
 
 
 @dataclass
 class LommaPrior:
-    """The base attack's prior plus LOMMA's parts. Attribute reads it lacks (generator, critic, energy,
-    discriminator...) go to `base`, so the base attack's `_run` uses it unchanged."""
+    """The base attack's prior plus LOMMA's parts. It offers the base prior's generator, critic or
+    discriminator and energy by name, so the base attack's search uses it unchanged."""
 
     base: Any
     surrogates: list[nn.Module]
     feature_mean: torch.Tensor | None  # (1, d) global or (K, d) per class; None without the logit loss
     surrogate_specs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "base":  # not yet set (copy/unpickle): avoid recursing
-            raise AttributeError(name)
-        return getattr(self.base, name)
+    @property
+    def generator(self) -> nn.Module:
+        return self.base.generator
+
+    @property
+    def critic(self) -> nn.Module:  # GMI's GAN prior (lomma-gmi)
+        return self.base.critic
+
+    @property
+    def discriminator(self) -> nn.Module:  # KED-MI's inversion-specific GAN (lomma-kedmi)
+        return self.base.discriminator
+
+    def energy(self, images: torch.Tensor) -> torch.Tensor:
+        return self.base.energy(images)
 
 
 @dataclass(frozen=True)
@@ -134,7 +144,7 @@ class LommaMixin:
     def prepare(self, oracle: WhiteBoxOracle, priors: PriorStore) -> LommaPrior:
         base = super().prepare(oracle, priors)  # type: ignore[misc]
         cfg = self.config
-        sc = scenario_of(priors)
+        sc = budget_of(priors)
         count = cfg.surrogates if cfg.surrogates is not None else min(3, max(1, sc.target.epochs // 2))
         specs = surrogate_specs(sc, count)
         surrogates = self._surrogates(oracle, priors, sc, specs) if specs else []

@@ -52,7 +52,7 @@ from .augment import DiffAugment
 from .base import ATTACKS, Attack, PriorStore, Reconstructions, batch_objective, initial_latents, snapshot_steps
 from .losses import margin, max_margin_loss
 from .oracle import ThreatModel, WhiteBoxOracle
-from .surrogates import scenario_of, soft_labels
+from .surrogates import budget_of, soft_labels
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ class PLGMI(Attack):
 
     def prepare(self, oracle: WhiteBoxOracle, priors: PriorStore) -> ConditionalPrior:
         cfg = self.config
-        spec = scenario_of(priors).prior
+        spec = budget_of(priors).prior
         public = priors.public_images()
         k = oracle.num_classes
         top_n = cfg.top_n if cfg.top_n is not None else max(1, len(public) // k)

@@ -32,6 +32,12 @@ class GanPrior:
     kind: str  # wgan-gp | dcgan
     path: str = ""
 
+    @property
+    def name(self) -> str:
+        """The prior's artifact name (the last part of its path; "" when it was never saved): what
+        attack-specific caches record as the GAN they were built on."""
+        return self.path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
     def energy(self, images: torch.Tensor) -> torch.Tensor:
         """Per-image "unrealness": -D(x) for a WGAN critic, -log sigmoid(D(x)) for a DCGAN discriminator."""
         out = self.critic(images)

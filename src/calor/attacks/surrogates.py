@@ -100,10 +100,10 @@ def public_features(oracle: WhiteBoxOracle, images: torch.Tensor, batch_size: in
     return torch.cat(feats), torch.cat(labels)
 
 
-def scenario_of(priors: Any) -> Any:
-    """The Scenario behind a PriorStore (calor.pipeline.Priors carries it): attack-specific priors size
-    their training from its budgets (`prior`, `target`) so that tiny test scenarios stay tiny."""
-    scenario = getattr(priors, "scenario", None)
-    if scenario is None:
-        raise ConfigError(f"{type(priors).__name__} carries no scenario: cannot size this attack's prior training")
-    return scenario
+def budget_of(priors: Any) -> Any:
+    """The AttackerBudget of a PriorStore: attack-specific priors size their training from its `prior` and
+    `target` budgets so that tiny test scenarios stay tiny."""
+    budget = getattr(priors, "budget", None)
+    if budget is None:
+        raise ConfigError(f"{type(priors).__name__} carries no budget: cannot size this attack's prior training")
+    return budget
