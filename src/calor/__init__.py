@@ -20,11 +20,12 @@ from .pipeline import (  # noqa: E402
 )
 from .runtime import configure_threads  # noqa: E402
 from .scenario import Scenario, builtin_scenarios, load_scenario  # noqa: E402
+from .weights import load_weights  # noqa: E402
 
 __all__ = [
     "ATTACKS", "ArtifactError", "AttackRun", "CLASSIFIERS", "CalorError", "ConfigError", "DEFENSES", "DataError",
     "LowRankHead", "MetricError", "Scenario", "ThreatModel", "ThreatModelError", "TrainedClassifier", "Workspace",
     "affected_convs", "attack_target", "build_attack", "build_classifier", "build_defense", "builtin_scenarios",
     "ca_target_confidence", "confidence_adaptation_loss", "configure_threads", "load_classifier", "load_data",
-    "load_scenario", "make_conv_safe", "make_oracle", "train_evaluation_model", "train_target",
+    "load_scenario", "load_weights", "make_conv_safe", "make_oracle", "train_evaluation_model", "train_target",
 ]

@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redraw-grids", action="store_true",
                    help="draw the cells' reconstruction grids again from their cached attack artifacts")
 
+    p = sub.add_parser("inspect-weights", help="list the tensors of a user checkpoint (.safetensors, or .pt read with weights_only=True)",
+                       description="Read a checkpoint without running any code from it (safetensors, or torch.load with "
+                                   "weights_only=True, which refuses pickled objects) and list its tensors.")
+    p.add_argument("file", help="a .safetensors file or a PyTorch state-dict file (.pt, .pth, .bin)")
+
     p = sub.add_parser("list", help="list defenses, attacks, scenarios or models")
     p.add_argument("what", nargs="?", default="all", choices=["all", "defenses", "attacks", "scenarios", "models"])
     return parser
@@ -305,6 +310,16 @@ def _check_same_data(scenario: Any, meta: dict[str, Any]) -> None:
                           "pass the same --scenario (and --scenario-set) it was trained with")
 
 
+def cmd_inspect_weights(args: argparse.Namespace) -> int:
+    from .weights import load_weights
+
+    sd = load_weights(args.file)
+    for name, t in sd.items():
+        print(f"{name:<48} {str(tuple(t.shape)):<20} {str(t.dtype).replace('torch.', '')}")
+    print(f"{len(sd)} tensors, {sum(t.numel() for t in sd.values()):,} values")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from .attacks import ATTACKS
     from .attacks.base import describe as describe_attack
@@ -335,7 +350,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "bench": cmd_bench, "report": cmd_report, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate, "list": cmd_list}
+COMMANDS = {"demo": cmd_demo, "bench": cmd_bench, "report": cmd_report, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate,
+            "inspect-weights": cmd_inspect_weights, "list": cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
