@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import torch
 
+from .checkpoint import DEFAULT_EVERY_SECONDS, Checkpointer
 from .artifacts import config_hash, find_artifact, load_artifact, load_meta, save_artifact
 from .attacks.base import AttackerBudget, AttackerStore, Reconstructions, build_attack
 from .attacks.oracle import make_oracle
@@ -22,7 +23,7 @@ from .attacks.priors import GanPrior, train_gan
 from .config import to_dict
 from .data.splits import SplitData, make_splits
 from .defenses.base import Defense, Stage, build_defense
-from .errors import ArtifactError
+from .errors import ArtifactError, ConfigError
 from .diagnostics import gradient_path
 from .evaluation import Judge, calibration_images, judge_images
 from .metrics.accuracy import natural_accuracy, predict
@@ -45,10 +46,19 @@ class Workspace:
     cache: Path = Path("runs/cache")
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     packaged: bool = True
+    # least seconds between checkpoints inside a long stage (0: every epoch / step; None: no checkpoints)
+    checkpoint_every: float | None = DEFAULT_EVERY_SECONDS
 
     def __post_init__(self) -> None:
         self.cache = Path(self.cache)  # a str works too (the README's example passes one)
         self.device = torch.device(self.device)
+        if self.checkpoint_every is not None and self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint interval {self.checkpoint_every}: must be >= 0 seconds (or None for no checkpoints)")
+
+    def checkpointer(self, rel: str, key: dict[str, Any]) -> Checkpointer:
+        """Checkpoints of the work that will produce artifact `rel` (keyed by its cache key), under
+        <cache>/checkpoints/<rel>; removed once the artifact is saved."""
+        return Checkpointer(self.cache / "checkpoints" / rel, key, self.checkpoint_every)
 
     def existing(self, path: Path) -> Path | None:
         """The finished artifact for cache location `path`: the cached one, else a shipped one with the
@@ -191,8 +201,10 @@ def _train_classifier_artifact(scenario: Scenario, role: str, spec: ClassifierSp
         return {"train_confidence": confidence_summary(true_class_confidence(m, data.x_train, data.y_train))}
 
     t0 = time.perf_counter()
+    ckpt = ws.checkpointer(rel, key)
     history = train_classifier(model, defense, data.x_train, data.y_train, spec, public=(data.x_public, data.y_public),
-                               device=ws.device, seed=seed, description=f"{role} {defense_name}", after_stage=confidence_after)
+                               device=ws.device, seed=seed, description=f"{role} {defense_name}", after_stage=confidence_after,
+                               checkpoint=ckpt)
     train_s = time.perf_counter() - t0
     epochs = [h_ for h_ in history if h_["epoch"] is not None]
     metrics = {
@@ -208,6 +220,7 @@ def _train_classifier_artifact(scenario: Scenario, role: str, spec: ClassifierSp
             "defense_config": defense.config_dict(), "seed": seed, "metrics": metrics, "history": history,
             "scenario": scenario.to_dict(), "data_split": split_summary(data), "versions": versions(), "created": _now()}
     save_artifact(path, model.state_dict(), meta)
+    ckpt.clear()
     log(f"{role} {defense_name}: natural acc {metrics['natural_acc']:.4f}, mean train confidence "
         f"{metrics['train_confidence']['mean']:.3f}, {train_s:.1f}s -> {path}")
     return TrainedClassifier(model.eval(), meta, path)
@@ -241,7 +254,9 @@ def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None, inde
     defense = build_defense("none", {})
     model = _build(key["model"], defense)
     t0 = time.perf_counter()
-    history = train_classifier(model, defense, x, y, spec, device=ws.device, seed=seed, description=f"judge {judge_name(spec)}")
+    ckpt = ws.checkpointer(rel, key)
+    history = train_classifier(model, defense, x, y, spec, device=ws.device, seed=seed, description=f"judge {judge_name(spec)}",
+                               checkpoint=ckpt)
     train_s = time.perf_counter() - t0
     k = data.num_classes
     logits = predict(model, data.x_test)
@@ -257,6 +272,7 @@ def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None, inde
             "metrics": metrics, "history": history, "scenario": scenario.to_dict(), "data_split": split_summary(data),
             "versions": versions(), "created": _now()}
     save_artifact(path, model.state_dict(), meta)
+    ckpt.clear()
     log(f"judge {judge_name(spec)}: private-test acc {metrics['natural_acc']:.4f} (open-set {metrics['natural_acc_open']:.4f}), "
         f"{train_s:.1f}s -> {path}")
     return TrainedClassifier(model.eval(), meta, path)
@@ -355,12 +371,14 @@ class Priors:
             log(f"[dim]cached GAN prior: {path}[/dim]")
         else:
             t0 = time.perf_counter()
-            prior, history = train_gan(data.x_public, sc.prior, device=ws.device, seed=self.seed)
+            ckpt = ws.checkpointer(rel, key)
+            prior, history = train_gan(data.x_public, sc.prior, device=ws.device, seed=self.seed, checkpoint=ckpt)
             tensors = {**{f"generator.{k}": v for k, v in prior.generator.state_dict().items()},
                        **{f"critic.{k}": v for k, v in prior.critic.state_dict().items()}}
             meta = {"kind": "prior-gan", "hash": h, "key": key, "seed": self.seed, "history": history,
                     "train_seconds": time.perf_counter() - t0, "data_split": split_summary(data), "versions": versions(), "created": _now()}
             save_artifact(path, tensors, meta)
+            ckpt.clear()
             log(f"GAN prior ({sc.prior.kind}): {meta['train_seconds']:.1f}s -> {path}")
             self.seconds["gan"] = meta["train_seconds"]
         self.used["gan"] = str(path)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from .checkpoint import Checkpointer, no_checkpoints, rng_state, set_rng_state
 from .defenses.base import Defense, Stage
 from .data.transforms import random_shift
 from .errors import ConfigError, TrainingError
@@ -31,6 +33,7 @@ def train_classifier(
     seed: int,
     description: str = "train",
     after_stage: Callable[[Stage, nn.Module], dict[str, Any]] | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> list[dict[str, Any]]:
     """Train `model` (already `defense.prepare`d) on the private (x, y) through every stage of
     `defense`; a stage with `data="public"` trains on `public` (labelled public data, e.g. TL-DMI's
@@ -40,11 +43,21 @@ def train_classifier(
     whatever the defense's `on_epoch_start` hook reported (e.g. a schedule value). `after_stage`, if
     given, is called with the model in eval mode at the end of each stage; what it returns is logged
     as that stage's row with epoch=None (e.g. the confidence distribution before CA).
+
+    With a `checkpoint`, a snapshot (model, optimiser, RNG states, history) is written between epochs when
+    due, and a snapshot of an interrupted run is resumed: the stages before it replay only their
+    `on_stage_start` (head swaps, freezing), then training continues at the saved epoch.
     """
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
     history: list[dict[str, Any]] = []
-    for stage in defense.stages(budget):
+    ckpt = checkpoint if checkpoint is not None and defense.resumable else no_checkpoints()
+    resumed = ckpt.load()
+    resume_stage, resume_epoch = (resumed[0]["stage"], resumed[0]["epoch"]) if resumed else (0, 0)
+    for stage_index, stage in enumerate(defense.stages(budget)):
+        if stage_index < resume_stage:
+            defense.on_stage_start(stage, model)
+            continue
         if stage.data == "public":
             if public is None:
                 raise ConfigError(f"stage {stage.name!r} trains on public data, but none was given")
@@ -61,8 +74,24 @@ def train_classifier(
         steps = sorted({max(1, round(m * stage.epochs)) for m in stage.milestones})
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=stage.lr_decay)
         batches = (n + budget.batch_size - 1) // budget.batch_size
+        first_epoch = 0
+        if resumed is not None and stage_index == resume_stage:
+            state = resumed[0]
+            model.load_state_dict(state["model"])
+            with warnings.catch_warnings():  # stepping a fresh scheduler to the saved epoch, before any optimiser step
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(state["epoch"]):
+                    sched.step()
+            opt.load_state_dict(state["optimizer"])
+            set_rng_state(state["rng"], gen)
+            history, first_epoch = state["history"], state["epoch"]
         with task(f"{description} [{stage.name}]", stage.epochs * batches) as advance:
-            for epoch in range(stage.epochs):
+            advance(first_epoch * batches)
+            for epoch in range(first_epoch, stage.epochs):
+                if epoch > first_epoch and ckpt.due():
+                    ckpt.save(f"stage {stage.name} epoch {epoch}/{stage.epochs}",
+                              {"stage": stage_index, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "rng": rng_state(gen), "history": history}, order=stage_index * 100_000 + epoch)
                 logged = defense.on_epoch_start(stage, epoch)
                 model.train()
                 t0 = time.perf_counter()

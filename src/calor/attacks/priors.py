@@ -10,6 +10,7 @@ import torch
 
 import torch.nn.functional as F
 
+from ..checkpoint import Checkpointer, no_checkpoints, rng_state, set_rng_state
 from ..models.gan import Critic, Generator
 from ..progress import task
 from ..scenario import PriorSpec
@@ -44,12 +45,14 @@ class GanPrior:
         return -out if self.kind == "wgan-gp" else F.softplus(-out)
 
 
-def train_gan(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device, seed: int) -> tuple[GanPrior, list[dict[str, Any]]]:
+def train_gan(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device, seed: int,
+              checkpoint: Checkpointer | None = None) -> tuple[GanPrior, list[dict[str, Any]]]:
     """Train generator and discriminator on public images (spec.kind selects the objective).
 
     wgan-gp: n_critic critic steps with gradient penalty per generator step (GMI's prior).
     dcgan: one non-saturating discriminator step per generator step (about 6x cheaper on a CPU).
-    Returns the prior in eval mode and a log row every 100 steps."""
+    Returns the prior in eval mode and a log row every 100 steps. With a `checkpoint`, a snapshot is
+    written between steps when due, and a snapshot left by an interrupted run is resumed."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     channels, resolution = x_public.shape[1], x_public.shape[-1]
@@ -61,8 +64,24 @@ def train_gan(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device, 
     log: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     wgan = spec.kind == "wgan-gp"
+    ckpt = checkpoint or no_checkpoints()
+    start = 0
+    resumed = ckpt.load()
+    if resumed is not None:
+        state, _ = resumed
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        set_rng_state(state["rng"], gen)
+        start, log = state["step"], state["log"]
     with task(f"GAN prior ({spec.kind})", spec.steps) as advance:
-        for step in range(spec.steps):
+        advance(start)
+        for step in range(start, spec.steps):
+            if step > start and ckpt.due():
+                ckpt.save(f"step {step}/{spec.steps}", {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
+                                                        "opt_d": opt_d.state_dict(), "rng": rng_state(gen), "step": step, "log": log},
+                          order=step)
             for _ in range(spec.n_critic if wgan else 1):
                 real = x_public[torch.randint(0, n, (bs,), generator=gen)].to(device)
                 z = torch.randn(bs, spec.z_dim, generator=gen).to(device)

@@ -63,6 +63,9 @@ class Defense:
     Config: ClassVar[type] = NoConfig
     paper: ClassVar[str] = ""
     architectures: ClassVar[tuple[str, ...] | None] = None  # None: any registered classifier
+    # Whether training can resume from a mid-stage checkpoint: the model, optimiser and RNG states are all
+    # of the defense's state. False where hooks keep more (an auxiliary optimiser, a privacy accountant).
+    resumable: ClassVar[bool] = True
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.Config()

@@ -1,0 +1,156 @@
+"""Checkpoints inside long stages: killed at any moment, the same call resumes and ends bit-identical to a
+run that was never interrupted (CPU, same seed, same thread count)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from calor import load_scenario
+from calor.artifacts import load_artifact
+from calor.checkpoint import Checkpointer, flatten, unflatten
+from calor.pipeline import Priors, Workspace, train_target
+from calor.errors import ConfigError
+
+from .conftest import TINY
+
+GAN_SCRIPT = """
+import sys
+from calor import load_scenario
+from calor.pipeline import Priors, Workspace
+from calor.runtime import configure_threads
+configure_threads(1)
+scenario = load_scenario(sys.argv[1])
+print(Priors(scenario, 0, Workspace(cache=sys.argv[2], checkpoint_every=0, packaged=False)).gan().path, flush=True)
+"""
+
+
+def run_gan(yaml_file: Path, cache: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "CALOR_PROGRESS": "1"}
+    return subprocess.Popen([sys.executable, "-c", GAN_SCRIPT, str(yaml_file), str(cache)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def snapshot_step(cache: Path) -> int:
+    """The step of the newest finished GAN snapshot under `cache` (-1 if none)."""
+    metas = list((cache / "checkpoints").glob("priors/*/snapshot-*/meta.json"))
+    steps = []
+    for m in metas:
+        try:
+            steps.append(int(json.loads(m.read_text())["position"].split()[1].split("/")[0]))
+        except (OSError, ValueError, KeyError):  # being replaced right now
+            pass
+    return max(steps, default=-1)
+
+
+def weights(path: str | Path) -> dict[str, torch.Tensor]:
+    return load_artifact(Path(path)).tensors
+
+
+@pytest.mark.timeout(240)
+def test_a_gan_prior_killed_with_sigkill_resumes_bit_identical(tmp_path: Path) -> None:
+    sc = {**TINY, "prior": {**TINY["prior"], "steps": 400}}
+    yaml_file = tmp_path / "gan.yaml"
+    yaml_file.write_text(yaml.safe_dump(sc))
+
+    straight = run_gan(yaml_file, tmp_path / "straight")
+    out, err = straight.communicate(timeout=200)
+    assert straight.returncode == 0, err
+    reference = weights(out.strip())
+
+    victim = run_gan(yaml_file, tmp_path / "killed")
+    deadline = time.time() + 150
+    while snapshot_step(tmp_path / "killed") < 40 and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert victim.poll() is None, "the GAN finished before it could be killed; make it longer"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    killed_at = snapshot_step(tmp_path / "killed")
+    assert victim.returncode == -signal.SIGKILL and 40 <= killed_at < 400
+    assert not list((tmp_path / "killed").glob("priors/*/meta.json"))  # no finished prior yet
+
+    again = run_gan(yaml_file, tmp_path / "killed")
+    out2, err2 = again.communicate(timeout=200)
+    assert again.returncode == 0, err2
+    assert "resuming from checkpoint" in err2
+    resumed = weights(out2.strip())
+    assert resumed.keys() == reference.keys()
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+    assert not (tmp_path / "killed" / "checkpoints" / "priors").exists() or not any((tmp_path / "killed" / "checkpoints" / "priors").iterdir())
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("defense", ["none", "calor", "tl"])
+def test_classifier_training_resumes_bit_identical_after_a_crash(tiny_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  defense: str) -> None:
+    sc = load_scenario(tiny_yaml).with_overrides({"target.epochs": 4})
+    reference = train_target(sc, defense, seed=0, ws=Workspace(cache=tmp_path / "a", checkpoint_every=None, packaged=False))
+
+    saves = {"n": 0}
+    real_save = Checkpointer.save
+
+    def save_then_crash(self: Checkpointer, *args, **kwargs) -> None:
+        real_save(self, *args, **kwargs)
+        saves["n"] += 1
+        if saves["n"] == 3:  # dies right after its third snapshot
+            raise Crash
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_crash)
+    ws = Workspace(cache=tmp_path / "b", checkpoint_every=0, packaged=False)
+    with pytest.raises(Crash):
+        train_target(sc, defense, seed=0, ws=ws)
+    monkeypatch.setattr(Checkpointer, "save", real_save)
+    assert list((tmp_path / "b" / "checkpoints").rglob("snapshot-*"))
+    resumed = train_target(sc, defense, seed=0, ws=ws)
+    ref_sd, got_sd = reference.model.state_dict(), resumed.model.state_dict()
+    assert ref_sd.keys() == got_sd.keys() and all(torch.equal(ref_sd[k], got_sd[k]) for k in ref_sd)
+    assert [h["loss"] for h in resumed.meta["history"] if h["epoch"] is not None] == \
+           [h["loss"] for h in reference.meta["history"] if h["epoch"] is not None]
+    assert not list((tmp_path / "b" / "checkpoints").rglob("snapshot-*"))  # removed once the artifact exists
+
+
+def test_a_snapshot_of_other_work_is_ignored(tmp_path: Path) -> None:
+    a = Checkpointer(tmp_path / "ck", {"config": 1}, every_seconds=0)
+    a.save("step 1", {"w": torch.ones(2), "step": 1}, order=1)
+    assert a.load()[0]["step"] == 1
+    assert Checkpointer(tmp_path / "ck", {"config": 2}, every_seconds=0).load() is None
+    assert Checkpointer(tmp_path / "ck", {"config": 1}, every_seconds=None).load() is None  # checkpoints off
+
+
+def test_an_older_snapshot_is_kept_until_a_newer_one_is_complete(tmp_path: Path) -> None:
+    ck = Checkpointer(tmp_path / "ck", {"k": 0}, every_seconds=0)
+    ck.save("step 1", {"step": 1}, order=1)
+    ck.save("step 2", {"step": 2}, order=2)
+    assert [p.name for p in (tmp_path / "ck").iterdir()] == ["snapshot-000000000002"]
+    # a half-written newer snapshot (no meta.json: killed mid-write) is skipped
+    (tmp_path / "ck" / "snapshot-000000000003").mkdir()
+    assert ck.load()[0]["step"] == 2
+
+
+def test_flatten_round_trips_an_optimizer_state() -> None:
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01, betas=(0.5, 0.999))
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    tensors: dict[str, torch.Tensor] = {}
+    flat = json.loads(json.dumps(flatten(opt.state_dict(), "opt", tensors)))
+    back = unflatten(flat, tensors)
+    assert back["param_groups"] == opt.state_dict()["param_groups"]
+    assert all(torch.equal(back["state"][i]["exp_avg"], opt.state_dict()["state"][i]["exp_avg"]) for i in (0, 1))
+
+
+def test_a_negative_interval_is_refused() -> None:
+    with pytest.raises(ConfigError, match="checkpoint interval"):
+        Workspace(checkpoint_every=-1)
