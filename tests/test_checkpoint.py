@@ -92,6 +92,21 @@ class Crash(Exception):
     pass
 
 
+def spy_resumes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Positions that Checkpointer.load resumed from (so a test sees that work was resumed, not redone)."""
+    positions: list[str] = []
+    real_load = Checkpointer.load
+
+    def load(self: Checkpointer):
+        got = real_load(self)
+        if got is not None:
+            positions.append(str(got[0].get("step", got[0].get("epoch"))))
+        return got
+
+    monkeypatch.setattr(Checkpointer, "load", load)
+    return positions
+
+
 @pytest.mark.parametrize("defense", ["none", "calor", "tl"])
 def test_classifier_training_resumes_bit_identical_after_a_crash(tiny_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                   defense: str) -> None:
@@ -113,7 +128,9 @@ def test_classifier_training_resumes_bit_identical_after_a_crash(tiny_yaml: Path
         train_target(sc, defense, seed=0, ws=ws)
     monkeypatch.setattr(Checkpointer, "save", real_save)
     assert list((tmp_path / "b" / "checkpoints").rglob("snapshot-*"))
+    resumes = spy_resumes(monkeypatch)
     resumed = train_target(sc, defense, seed=0, ws=ws)
+    assert len(resumes) == 1
     ref_sd, got_sd = reference.model.state_dict(), resumed.model.state_dict()
     assert ref_sd.keys() == got_sd.keys() and all(torch.equal(ref_sd[k], got_sd[k]) for k in ref_sd)
     assert [h["loss"] for h in resumed.meta["history"] if h["epoch"] is not None] == \
@@ -154,3 +171,38 @@ def test_flatten_round_trips_an_optimizer_state() -> None:
 def test_a_negative_interval_is_refused() -> None:
     with pytest.raises(ConfigError, match="checkpoint interval"):
         Workspace(checkpoint_every=-1)
+
+
+def test_a_per_target_gan_resumes_bit_identical_with_its_queries(tiny_scenario, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from calor import build_attack, build_classifier, make_oracle
+    from calor.attacks import ThreatModel
+
+    def prepare(cache: Path, every: float | None):
+        torch.manual_seed(0)
+        model = build_classifier("cnn", num_classes=3, in_channels=1, resolution=16, width=4, feature_dim=8)
+        oracle = make_oracle(model, ThreatModel.WHITE_BOX, 3, (1, 16, 16))
+        store = Priors(tiny_scenario, 0, Workspace(cache=cache, checkpoint_every=every, packaged=False), target_hash="t")
+        prior = build_attack("plgmi", {"gan_steps": 12}).prepare(oracle, store.for_attacker())
+        return prior, store
+
+    reference, ref_store = prepare(tmp_path / "a", None)
+    real_save = Checkpointer.save
+    calls = {"n": 0}
+
+    def save_then_crash(self: Checkpointer, *args, **kwargs) -> None:
+        real_save(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Crash
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_crash)
+    with pytest.raises(Crash):
+        prepare(tmp_path / "b", 0)
+    monkeypatch.setattr(Checkpointer, "save", real_save)
+    resumes = spy_resumes(monkeypatch)
+    resumed, store = prepare(tmp_path / "b", 0)
+    assert resumes == ["5"]  # the fifth snapshot was taken before step 5
+    ref_sd, got_sd = reference.generator.state_dict(), resumed.generator.state_dict()
+    assert all(torch.equal(ref_sd[k], got_sd[k]) for k in ref_sd)
+    assert store.queries["plgmi-cgan"] == ref_store.queries["plgmi-cgan"] > 0  # the killed run's queries are counted

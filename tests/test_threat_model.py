@@ -32,6 +32,7 @@ ALLOWED_THIRD_PARTY = {"torch", "numpy", "kornia", "math", "time", "copy", "data
                        "functools", "itertools", "collections", "__future__"}
 FORBIDDEN_CALLS = {"getattr", "setattr", "delattr", "vars", "globals", "locals", "eval", "exec", "compile", "__import__",
                    "open", "breakpoint"}
+CHECKPOINT_NAMES = {"Checkpointer", "no_checkpoints", "resume_loop", "snapshot_loop"}  # Checkpointer: for annotations
 ALLOWED_DUNDERS = {"__init__", "__name__", "__doc__", "__class__", "__post_init__"}
 
 
@@ -131,7 +132,11 @@ def violations(path: Path) -> list[str]:
                     bad(node, f"import {alias.name}")
         elif isinstance(node, ast.ImportFrom):
             root, sub = _module_root(node)
-            if root == "calor":
+            if root == "calor" and sub == "checkpoint":  # only what resumes a loop with a checkpointer it was handed
+                extra = {a.name for a in node.names} - CHECKPOINT_NAMES
+                if extra:
+                    bad(node, f"imports {', '.join(sorted(extra))} from calor.checkpoint")
+            elif root == "calor":
                 if sub not in ALLOWED_CALOR:
                     bad(node, f"import from calor.{sub or node.module}")
             elif root not in ALLOWED_THIRD_PARTY:
@@ -151,6 +156,8 @@ def violations(path: Path) -> list[str]:
                 bad(node, f"private attribute .{attr} of something it was handed")
             elif attr in ("load", "load_file") and isinstance(node.value, ast.Name) and node.value.id in ("torch", "np", "numpy"):
                 bad(node, f"reads files ({node.value.id}.{attr})")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Checkpointer":
+            bad(node, "creates a Checkpointer (it could read snapshots anywhere; use the one it is handed)")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FORBIDDEN_CALLS:
             # getattr on a public constant name, or on the attack's own config (self): reading its own fields
             args_ok = node.func.id == "getattr" and len(node.args) >= 2 and (
@@ -184,6 +191,8 @@ def test_no_attack_reaches_outside_its_oracle_and_public_data() -> None:
     ("from .oracle import _HIDDEN", "private name _HIDDEN"),
     ("import gc", "import gc"),
     ("import os", "import os"),
+    ("from ..checkpoint import load_artifact", "imports load_artifact from calor.checkpoint"),
+    ("x = Checkpointer(path, {})", "creates a Checkpointer"),
     ("x = getattr(oracle, '_HIDDEN')", "calls getattr()"),
     ("x = getattr(oracle, name)", "calls getattr()"),
     ("x = vars(oracle)", "calls vars()"),

@@ -144,6 +144,28 @@ class Checkpointer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def resume_loop(ckpt: Checkpointer, parts: dict[str, Any], gen: torch.Generator | None) -> tuple[int, dict[str, Any]]:
+    """Restore `parts` (modules and optimisers: anything with `load_state_dict`) and the RNG states from the
+    newest snapshot of a step loop. Returns (the step to continue at, the loop's saved extras); (0, {})
+    when there is nothing to resume."""
+    resumed = ckpt.load()
+    if resumed is None:
+        return 0, {}
+    state, _ = resumed
+    for name, part in parts.items():
+        part.load_state_dict(state["parts"][name])
+    set_rng_state(state["rng"], gen)
+    return int(state["step"]), state["extras"]
+
+
+def snapshot_loop(ckpt: Checkpointer, step: int, total: int, parts: dict[str, Any], gen: torch.Generator | None,
+                  extras: dict[str, Any]) -> None:
+    """Write a snapshot of a step loop before `step` when one is due (see `resume_loop`)."""
+    if ckpt.due():
+        ckpt.save(f"step {step}/{total}", {"step": step, "parts": {n: p.state_dict() for n, p in parts.items()},
+                                             "rng": rng_state(gen), "extras": extras}, order=step)
+
+
 def no_checkpoints() -> Checkpointer:
     """A Checkpointer that never saves nor loads (for calls outside a cache)."""
     return Checkpointer(Path("."), {}, every_seconds=None)

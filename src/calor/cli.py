@@ -29,6 +29,9 @@ def _common(p: argparse.ArgumentParser, *, out: str | None = None) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--rebuild", action="store_true",
                    help="train the judge and GAN prior even where calor ships them (embedded mnist scenario)")
+    p.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
+                   help="least seconds between checkpoints inside a long stage (training, GAN priors); a killed run resumes "
+                        "from the last one (default 300; 0: every epoch/step; -1: none)")
     if out is not None:
         p.add_argument("--out", default=out, help=f"output directory (default {out})")
 
@@ -118,7 +121,9 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
     scenario = load_scenario(args.scenario)
     if args.scenario_set:
         scenario = scenario.with_overrides(parse_assignments(args.scenario_set))
-    return scenario, Workspace(cache=Path(args.cache), device=resolve_device(args.device), packaged=not args.rebuild)
+    every = None if args.checkpoint_every == -1 else args.checkpoint_every
+    return scenario, Workspace(cache=Path(args.cache), device=resolve_device(args.device), packaged=not args.rebuild,
+                               checkpoint_every=every)
 
 
 def _print_json(obj: Any) -> None:

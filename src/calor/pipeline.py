@@ -8,6 +8,7 @@ recomputed when its config is unchanged.
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,10 +341,14 @@ class Priors:
         else:
             t0 = time.perf_counter()
             seed_everything(self.seed)
-            tensors, extra = build()
+            # a build that takes a `checkpoint` (a long per-target GAN) snapshots inside its loop and resumes
+            ckpt = self.ws.checkpointer(f"priors/{name}-{h}", key)
+            takes_checkpoint = "checkpoint" in inspect.signature(build).parameters
+            tensors, extra = build(checkpoint=ckpt) if takes_checkpoint else build()
             meta = {"kind": f"prior-{name}", "hash": h, "key": key, "seed": self.seed, **extra,
                     "train_seconds": time.perf_counter() - t0, "versions": versions(), "created": _now()}
             save_artifact(path, tensors, meta)
+            ckpt.clear()
             log(f"prior {name}: {meta['train_seconds']:.1f}s -> {path}")
         self.used[name] = str(path)
         self.queries[name] = int(meta.get("queries", 0))

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import Checkpointer, no_checkpoints, resume_loop, snapshot_loop
 from ..errors import collect
 from ..models.gan import Generator, downsampling_layers
 from ..progress import task
@@ -126,8 +127,9 @@ class KedmiGanSettings:
 
 
 def train_kedmi_gan(x_public: torch.Tensor, probs: torch.Tensor, s: KedmiGanSettings, *, device: torch.device,
-                    gen: torch.Generator) -> tuple[Generator, KPlusOneDiscriminator, list[dict[str, Any]]]:
-    """Train KED-MI's GAN on public images `x_public` with the target's soft labels `probs` (N, K)."""
+                    gen: torch.Generator, checkpoint: Checkpointer | None = None) -> tuple[Generator, KPlusOneDiscriminator, list[dict[str, Any]]]:
+    """Train KED-MI's GAN on public images `x_public` with the target's soft labels `probs` (N, K); with a
+    `checkpoint`, snapshots between steps and resumes an interrupted run."""
     channels, resolution = x_public.shape[1], x_public.shape[-1]
     G = Generator(s.z_dim, resolution, channels, s.width).to(device)
     D = KPlusOneDiscriminator(s.num_classes, resolution, channels, s.width, s.mbd_features, s.mbd_kernel).to(device)
@@ -140,8 +142,15 @@ def train_kedmi_gan(x_public: torch.Tensor, probs: torch.Tensor, s: KedmiGanSett
 
     log: list[dict[str, Any]] = []
     t0 = time.perf_counter()
+    ckpt = checkpoint or no_checkpoints()
+    parts = {"G": G, "D": D, "opt_g": opt_g, "opt_d": opt_d}
+    start, extras = resume_loop(ckpt, parts, gen)
+    log = extras.get("log", log)
     with task("KED-MI GAN (target soft labels)", s.steps) as advance:
-        for step in range(s.steps):
+        advance(start)
+        for step in range(start, s.steps):
+            if step > start:
+                snapshot_loop(ckpt, step, s.steps, parts, gen, {"log": log})
             for _ in range(s.d_steps):
                 lab, unl = batch(), batch()
                 with torch.no_grad():
@@ -238,12 +247,12 @@ class KEDMI(Attack):
         x_public = priors.public_images()
         device = priors.device
 
-        def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        def build(checkpoint: Checkpointer | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             before = oracle.queries
             probs = soft_labels(oracle, x_public)
             # sampling generator derived from the global RNG, which the PriorStore seeds before build()
             gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))
-            G, D, history = train_kedmi_gan(x_public, probs, settings, device=device, gen=gen)
+            G, D, history = train_kedmi_gan(x_public, probs, settings, device=device, gen=gen, checkpoint=checkpoint)
             tensors = {**{f"generator.{k}": v for k, v in G.state_dict().items()},
                        **{f"discriminator.{k}": v for k, v in D.state_dict().items()}}
             return tensors, {"queries": oracle.queries - before, "history": history,

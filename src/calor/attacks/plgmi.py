@@ -45,6 +45,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..checkpoint import Checkpointer, no_checkpoints, resume_loop, snapshot_loop
 from ..errors import ConfigError, collect
 from ..models.cgan import ConditionalGenerator, ProjectionDiscriminator
 from ..progress import task
@@ -124,12 +125,14 @@ def top_n_pseudo_labels(probs: torch.Tensor, top_n: int) -> tuple[torch.Tensor, 
 
 def train_plg_cgan(oracle: WhiteBoxOracle, images: torch.Tensor, labels: torch.Tensor, cfg: PLGMIConfig, *, z_dim: int,
                    width: int, steps: int, n_dis: int, batch_size: int, device: torch.device,
-                   gen: torch.Generator) -> tuple[ConditionalGenerator, ProjectionDiscriminator, list[dict[str, Any]]]:
+                   gen: torch.Generator, checkpoint: Checkpointer | None = None,
+                   ) -> tuple[ConditionalGenerator, ProjectionDiscriminator, list[dict[str, Any]], int]:
     """Train PLG-MI's conditional GAN on pseudo-labelled `images` with the target in the loop.
 
     Per step: one generator update on hinge-adversarial + alpha * max-margin(T(aug(G(z, y))), y) with
     y uniform over classes, then `n_dis` hinge discriminator updates on (real, pseudo-label) and fresh
-    (fake, y) pairs. Returns both networks in eval mode and a log row every 100 steps."""
+    (fake, y) pairs. Returns both networks in eval mode, a log row every 100 steps and the target queries the
+    training spent (including those of an interrupted run it resumed from a `checkpoint` snapshot)."""
     channels, resolution = images.shape[1], images.shape[-1]
     k = oracle.num_classes
     G = ConditionalGenerator(k, z_dim, resolution, channels, width).to(device)
@@ -149,8 +152,16 @@ def train_plg_cgan(oracle: WhiteBoxOracle, images: torch.Tensor, labels: torch.T
 
     G.train()
     D.train()
+    ckpt = checkpoint or no_checkpoints()
+    parts = {"G": G, "D": D, "opt_g": opt_g, "opt_d": opt_d}
+    start, extras = resume_loop(ckpt, parts, gen)
+    log = extras.get("log", log)
+    q0 = oracle.queries - extras.get("queries", 0)
     with task("PLG-MI cGAN", steps) as advance:
-        for step in range(steps):
+        advance(start)
+        for step in range(start, steps):
+            if step > start:
+                snapshot_loop(ckpt, step, steps, parts, gen, {"log": log, "queries": oracle.queries - q0})
             fake, y_fake = sample_fake()
             logits = oracle.logits(augment(fake, gen))
             inv_loss = max_margin_loss(logits, y_fake)
@@ -174,7 +185,7 @@ def train_plg_cgan(oracle: WhiteBoxOracle, images: torch.Tensor, labels: torch.T
             advance(info=f"inv {inv_loss.item():.3f}")
     G.eval()
     D.eval()
-    return G, D, log
+    return G, D, log, oracle.queries - q0
 
 
 @ATTACKS.register("plgmi")
@@ -199,17 +210,19 @@ class PLGMI(Attack):
                            "contrast": cfg.contrast, "rotation": cfg.rotation}}
         device = priors.device
 
-        def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        def build(checkpoint: Checkpointer | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             q0 = oracle.queries
             gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))  # global RNG seeded by the store
             idx, labels, conf = top_n_pseudo_labels(soft_labels(oracle, public), top_n)
-            G, D, history = train_plg_cgan(oracle, public[idx], labels, cfg, z_dim=spec.z_dim, width=spec.width,
-                                           steps=steps, n_dis=n_dis, batch_size=batch, device=device, gen=gen)
+            label_queries = oracle.queries - q0
+            G, D, history, gan_queries = train_plg_cgan(oracle, public[idx], labels, cfg, z_dim=spec.z_dim, width=spec.width,
+                                                        steps=steps, n_dis=n_dis, batch_size=batch, device=device, gen=gen,
+                                                        checkpoint=checkpoint)
             tensors = {**{f"generator.{n}": v for n, v in G.state_dict().items()},
                        **{f"discriminator.{n}": v for n, v in D.state_dict().items()},
                        "pseudo_indices": idx, "pseudo_labels": labels, "pseudo_confidence": conf}
             per_class = conf.view(k, top_n)
-            meta = {"queries": oracle.queries - q0, "history": history, "top_n": top_n,
+            meta = {"queries": label_queries + gan_queries, "history": history, "top_n": top_n,
                     "n_dis": n_dis, "distinct_public_images": int(idx.unique().numel()),
                     "pseudo_confidence_mean_by_class": per_class.mean(1).tolist(),
                     "pseudo_confidence_min_by_class": per_class.min(1).values.tolist()}

@@ -10,7 +10,7 @@ import torch
 
 import torch.nn.functional as F
 
-from ..checkpoint import Checkpointer, no_checkpoints, rng_state, set_rng_state
+from ..checkpoint import Checkpointer, no_checkpoints, resume_loop, snapshot_loop
 from ..models.gan import Critic, Generator
 from ..progress import task
 from ..scenario import PriorSpec
@@ -65,23 +65,14 @@ def train_gan(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device, 
     t0 = time.perf_counter()
     wgan = spec.kind == "wgan-gp"
     ckpt = checkpoint or no_checkpoints()
-    start = 0
-    resumed = ckpt.load()
-    if resumed is not None:
-        state, _ = resumed
-        G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        set_rng_state(state["rng"], gen)
-        start, log = state["step"], state["log"]
+    parts = {"G": G, "D": D, "opt_g": opt_g, "opt_d": opt_d}
+    start, extras = resume_loop(ckpt, parts, gen)
+    log = extras.get("log", log)
     with task(f"GAN prior ({spec.kind})", spec.steps) as advance:
         advance(start)
         for step in range(start, spec.steps):
-            if step > start and ckpt.due():
-                ckpt.save(f"step {step}/{spec.steps}", {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
-                                                        "opt_d": opt_d.state_dict(), "rng": rng_state(gen), "step": step, "log": log},
-                          order=step)
+            if step > start:
+                snapshot_loop(ckpt, step, spec.steps, parts, gen, {"log": log})
             for _ in range(spec.n_critic if wgan else 1):
                 real = x_public[torch.randint(0, n, (bs,), generator=gen)].to(device)
                 z = torch.randn(bs, spec.z_dim, generator=gen).to(device)
