@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from calor import Workspace, load_scenario, train_evaluation_model
-from calor.pipeline import Priors, evaluation_model_key, gan_key, judge_specs, train_judges
+from calor.defenses import DEFENSES
+from calor.pipeline import Priors, classifier_code, evaluation_model_key, gan_key, judge_specs, train_judges
 from calor.pretrained import STORE, shipped
 
 
@@ -13,8 +14,9 @@ def test_shipped_artifacts_match_the_current_keys_and_load_without_training(tmp_
     sc = load_scenario("mnist")
     demo_seed = sc.seeds[0]
     expected = sorted([*(evaluation_model_key(sc, i)[1] for i in range(len(judge_specs(sc)))), gan_key(sc, demo_seed)[1]])
-    # Fails when a change to the code's keys (ARTIFACT_FORMAT, models, scenario budgets) leaves the shipped
-    # copies stale: rebuild them with `python -m calor.pretrained`.
+    # Fails when a change to the code's keys (ARTIFACT_FORMAT, models, scenario budgets) or a version bump of
+    # the code that trains them (calor/code_versions.json) leaves the shipped copies stale: rebuild them with
+    # `python -m calor.pretrained`.
     assert shipped() == expected
     ws = Workspace(cache=tmp_path / "cache")
     judges = train_judges(sc, ws)
@@ -29,5 +31,6 @@ def test_shipped_artifacts_match_the_current_keys_and_load_without_training(tmp_
 def test_rebuild_ignores_the_shipped_artifacts(tmp_path: Path) -> None:
     sc = load_scenario("mnist")
     ws = Workspace(cache=tmp_path, packaged=False)
-    assert ws.existing(tmp_path / evaluation_model_key(sc)[1]) is None
-    assert Workspace(cache=tmp_path).existing(tmp_path / evaluation_model_key(sc)[1]) is not None
+    code = classifier_code(DEFENSES.get("none"))
+    assert ws.existing(tmp_path / evaluation_model_key(sc)[1], code) is None
+    assert Workspace(cache=tmp_path).existing(tmp_path / evaluation_model_key(sc)[1], code) is not None

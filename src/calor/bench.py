@@ -22,10 +22,11 @@ from .defenses import DEFENSES
 from .errors import ConfigError
 from .attacks.oracle import ThreatModel
 from .evaluation import CALIBRATION_SETS
-from .pipeline import Workspace, attack_target, calibration_row, data_key, load_data, result_row, train_judges, train_target
+from .pipeline import Workspace, attack_code, attack_target, classifier_code, calibration_row, data_key, load_data, result_row, train_judges, train_target
 from .progress import console, log
 from .report import reconstruction_grid
 from .runtime import versions
+from .versioning import stale_modules
 from .scenario import Scenario
 
 # Rough 2-core CPU costs at 32x32 with the mnist budgets (benchmarks/ figures), for --dry-run estimates.
@@ -249,6 +250,12 @@ def _calibrate(plan: BenchPlan, out: Path, seed: int, judges: list[Any], ws: Wor
     return rows
 
 
+def cell_staleness(cell: "Cell", row: dict[str, Any]) -> list[str]:
+    """Why a stored cell's row was computed by other code than the current one (empty: it is current)."""
+    return (stale_modules(row.get("code"), attack_code(ATTACKS.get(cell.attack)))
+            + stale_modules(row.get("target_code"), classifier_code(DEFENSES.get(cell.defense))))
+
+
 def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: bool = True,
               calibrate: bool = True) -> list[dict[str, Any]]:
     """Run every unfinished cell of `plan`, store each as it finishes, and return all rows in plan order,
@@ -267,7 +274,10 @@ def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: 
     for i, cell in enumerate(plan.cells, 1):
         cid = cell.cell_id(sc)
         if cid in done:
-            continue
+            stale = cell_staleness(cell, done[cid])
+            if not stale:
+                continue
+            log(f"[yellow]stale cell {cid}: computed by other code ({'; '.join(stale[:4])}); recomputing[/yellow]")
         log(f"[bold]cell {i}/{len(plan.cells)}[/bold] {cell.label} × {cell.attack_label} (seed {cell.seed})")
         target = train_target(sc, cell.defense, seed=cell.seed, settings=cell.settings, ws=ws)
         white_box = ATTACKS.get(cell.attack).threat_model is ThreatModel.WHITE_BOX

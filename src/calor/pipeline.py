@@ -33,10 +33,30 @@ from .models.classifiers import Classifier, build_classifier
 from .models.gan import Critic, Generator
 from .progress import log
 from .runtime import seed_everything, versions
+from .versioning import class_modules, code_versions, stale_modules
 from .scenario import ClassifierSpec, Scenario
 
 ARTIFACT_FORMAT = 3  # bump when a change makes old cached artifacts invalid
 EVAL_MODEL_SEED = 12345  # one evaluation model per scenario, independent of the experiment seeds
+
+# the modules every artifact's work runs through, besides its own (calor.versioning follows their imports)
+_COMMON_CODE = ("data/splits.py", "runtime.py")
+
+
+def classifier_code(defense: type[Defense]) -> dict[str, int]:
+    """Code versions of a classifier artifact trained under the `defense` class."""
+    return code_versions([*_COMMON_CODE, "training.py", "models/classifiers.py", *class_modules(defense)])
+
+
+def gan_code() -> dict[str, int]:
+    """Code versions of the shared GAN prior."""
+    return code_versions([*_COMMON_CODE, "attacks/priors.py"])
+
+
+def attack_code(attack: type) -> dict[str, int]:
+    """Code versions of a run of the `attack` class (and of its attack-specific priors): the attack's class
+    hierarchy and the judging code its metrics come from."""
+    return code_versions([*_COMMON_CODE, *class_modules(attack), "evaluation.py", "diagnostics.py"])
 
 
 @dataclass
@@ -61,16 +81,23 @@ class Workspace:
         <cache>/checkpoints/<rel>; removed once the artifact is saved."""
         return Checkpointer(self.cache / "checkpoints" / rel, key, self.checkpoint_every)
 
-    def existing(self, path: Path) -> Path | None:
-        """The finished artifact for cache location `path`: the cached one, else a shipped one with the
-        same key (same relative path), else None."""
-        if find_artifact(path):
-            return path
-        if self.packaged:
+    def existing(self, path: Path, code: dict[str, int]) -> Path | None:
+        """The finished artifact for cache location `path`, built by the current `code` (see calor.versioning):
+        the cached one, else a shipped one with the same key (same relative path), else None. An artifact
+        built by other code is reported as stale and not returned (the caller rebuilds it)."""
+        found = path if find_artifact(path) else None
+        if found is None and self.packaged:
             from .pretrained import packaged_artifact
 
-            return packaged_artifact(Path(path).relative_to(self.cache))
-        return None
+            found = packaged_artifact(Path(path).relative_to(self.cache))
+        if found is None:
+            return None
+        stale = stale_modules(load_meta(found).get("code"), code)
+        if stale:
+            log(f"[yellow]stale artifact {found}: built by other code ({'; '.join(stale[:4])}"
+                f"{'; ...' if len(stale) > 4 else ''}); rebuilding[/yellow]")
+            return None
+        return found
 
 
 @dataclass
@@ -189,7 +216,8 @@ def _train_classifier_artifact(scenario: Scenario, role: str, spec: ClassifierSp
     model_spec = key["model"]
     h = config_hash(key)
     path = ws.cache / rel
-    found = ws.existing(path)
+    code = classifier_code(type(defense))
+    found = ws.existing(path, code)
     if found:
         log(f"[dim]cached {role} {defense_name}: {found}[/dim]")
         return load_classifier(found, ws.device)
@@ -219,7 +247,7 @@ def _train_classifier_artifact(scenario: Scenario, role: str, spec: ClassifierSp
     }
     meta = {"kind": role, "hash": h, "key": key, "model": model_spec, "defense": defense_name,
             "defense_config": defense.config_dict(), "seed": seed, "metrics": metrics, "history": history,
-            "scenario": scenario.to_dict(), "data_split": split_summary(data), "versions": versions(), "created": _now()}
+            "scenario": scenario.to_dict(), "data_split": split_summary(data), "versions": versions(), "code": code, "created": _now()}
     save_artifact(path, model.state_dict(), meta)
     ckpt.clear()
     log(f"{role} {defense_name}: natural acc {metrics['natural_acc']:.4f}, mean train confidence "
@@ -242,7 +270,8 @@ def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None, inde
     spec = judge_specs(scenario)[index]
     key, rel = evaluation_model_key(scenario, index)
     path = ws.cache / rel
-    found = ws.existing(path)
+    code = classifier_code(type(build_defense("none", {})))
+    found = ws.existing(path, code)
     if found:
         log(f"[dim]cached judge {judge_name(spec)}: {found}[/dim]")
         return load_classifier(found, ws.device)
@@ -271,7 +300,7 @@ def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None, inde
             "defense_config": {}, "seed": seed, "judge": {"name": judge_name(spec), "num_private": k,
                                                           "classes": scenario.judge_classes},
             "metrics": metrics, "history": history, "scenario": scenario.to_dict(), "data_split": split_summary(data),
-            "versions": versions(), "created": _now()}
+            "versions": versions(), "code": code, "created": _now()}
     save_artifact(path, model.state_dict(), meta)
     ckpt.clear()
     log(f"judge {judge_name(spec)}: private-test acc {metrics['natural_acc']:.4f} (open-set {metrics['natural_acc_open']:.4f}), "
@@ -297,8 +326,10 @@ class Priors:
     generic cache for attack-specific priors (surrogates, conditional GANs), keyed by config and —
     when the prior depends on the target — by the target's hash too."""
 
-    def __init__(self, scenario: Scenario, seed: int, ws: Workspace, target_hash: str | None = None) -> None:
+    def __init__(self, scenario: Scenario, seed: int, ws: Workspace, target_hash: str | None = None,
+                 code: dict[str, int] | None = None) -> None:
         self.scenario, self.seed, self.ws, self.target_hash = scenario, seed, ws, target_hash
+        self.code = code if code is not None else gan_code()  # of the attack whose priors `cached` builds
         self.used: dict[str, str] = {}
         self.queries: dict[str, int] = {}  # target queries spent building each prior (its meta's "queries")
         self.seconds: dict[str, float] = {}  # time it took to build each prior, whether built now or loaded
@@ -332,7 +363,7 @@ class Priors:
                "target": self.target_hash if depends_on_target else None}
         h = config_hash(key)
         path = self.ws.cache / "priors" / f"{name}-{h}"
-        found = self.ws.existing(path)
+        found = self.ws.existing(path, self.code)
         if found:
             path = found
             art = load_artifact(path)
@@ -346,7 +377,7 @@ class Priors:
             takes_checkpoint = "checkpoint" in inspect.signature(build).parameters
             tensors, extra = build(checkpoint=ckpt) if takes_checkpoint else build()
             meta = {"kind": f"prior-{name}", "hash": h, "key": key, "seed": self.seed, **extra,
-                    "train_seconds": time.perf_counter() - t0, "versions": versions(), "created": _now()}
+                    "train_seconds": time.perf_counter() - t0, "versions": versions(), "code": self.code, "created": _now()}
             save_artifact(path, tensors, meta)
             ckpt.clear()
             log(f"prior {name}: {meta['train_seconds']:.1f}s -> {path}")
@@ -361,7 +392,8 @@ class Priors:
         key, rel = gan_key(sc, self.seed)
         h = config_hash(key)
         path = ws.cache / rel
-        found = ws.existing(path)
+        code = gan_code()
+        found = ws.existing(path, code)
         if found:
             path = found
             art = load_artifact(path)
@@ -381,7 +413,8 @@ class Priors:
             tensors = {**{f"generator.{k}": v for k, v in prior.generator.state_dict().items()},
                        **{f"critic.{k}": v for k, v in prior.critic.state_dict().items()}}
             meta = {"kind": "prior-gan", "hash": h, "key": key, "seed": self.seed, "history": history,
-                    "train_seconds": time.perf_counter() - t0, "data_split": split_summary(data), "versions": versions(), "created": _now()}
+                    "train_seconds": time.perf_counter() - t0, "data_split": split_summary(data), "versions": versions(), "code": code,
+                    "created": _now()}
             save_artifact(path, tensors, meta)
             ckpt.clear()
             log(f"GAN prior ({sc.prior.kind}): {meta['train_seconds']:.1f}s -> {path}")
@@ -441,14 +474,15 @@ def attack_target(
            "per_class": per_class, "seed": seed}
     h = config_hash(key)
     path = ws.cache / "attacks" / f"{attack}-{target.meta['defense']}-{h}"
-    if find_artifact(path):
+    code = attack_code(type(atk))
+    if ws.existing(path, code):
         art = load_artifact(path)
         rec = Reconstructions(art.tensors["images"], art.tensors["labels"], art.tensors.get("latents"),
                               art.meta["queries"], art.meta["attack_seconds"], art.meta.get("extras", {}))
         log(f"[dim]cached attack {attack} on {target.meta['defense']}: {path}[/dim]")
         return AttackRun(rec, dict(art.meta["metrics"]), art.meta, path)
     oracle = make_oracle(target.model, atk.threat_model, data.num_classes, data.image_shape)
-    priors = Priors(scenario, seed, ws, target_hash=target.meta["hash"])
+    priors = Priors(scenario, seed, ws, target_hash=target.meta["hash"], code=code)
     prior = atk.prepare(oracle, priors.for_attacker())
     seed_everything(seed)
     rec = atk.run(oracle, prior, classes, per_class, seed)
@@ -463,7 +497,8 @@ def attack_target(
     meta = {"kind": "attack", "hash": h, "key": key, "attack": attack, "threat_model": atk.threat_model.value,
             "attack_config": atk.config_dict(), "target": str(target.path), "judges": {j.name: j.path for j in judges},
             "priors": priors.used, "classes": classes, "per_class": per_class, "seed": seed, "metrics": metrics,
-            "queries": rec.queries, "attack_seconds": rec.seconds, "extras": rec.extras, "versions": versions(), "created": _now()}
+            "queries": rec.queries, "attack_seconds": rec.seconds, "extras": rec.extras, "versions": versions(), "code": code,
+            "created": _now()}
     tensors = {"images": rec.images, "labels": rec.labels}
     if rec.latents is not None:
         tensors["latents"] = rec.latents
@@ -523,6 +558,7 @@ def result_row(scenario: Scenario, target: TrainedClassifier, run: AttackRun, ju
         # where the numbers were computed: the attack run's versions (threads, CPU, kernels), which a cached
         # run keeps, and the target's; `reported_with` is the process that wrote this row
         "versions": run.meta.get("versions", {}), "target_versions": target.meta.get("versions", {}), "reported_with": versions(),
+        "code": run.meta.get("code"), "target_code": target.meta.get("code"),
     }
     return row
 

@@ -1,0 +1,82 @@
+"""Caches and bench cells are keyed by the code that computed them: a changed module must bump its
+version, and what an older version built is reported as stale and rebuilt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from calor import versioning
+from calor.bench import plan_bench, run_bench
+from calor.pipeline import Workspace, attack_target, train_judges, train_target
+from calor.versioning import check, closure, normalized_source, stale_modules
+
+
+def test_every_changed_module_has_bumped_its_version() -> None:
+    changed = check()
+    assert not changed, (
+        f"these modules' code differs from calor/code_versions.json: {', '.join(changed)}.\n"
+        "Artifacts they built would be reused silently. Bump their versions: python -m calor.versioning bump")
+
+
+def test_comments_docstrings_and_layout_do_not_count_but_code_does() -> None:
+    base = 'def f(x):\n    """Doc."""\n    return x + 1  # add one\n'
+    same = '\n\ndef f(x):\n    """Another doc."""\n\n    # a comment\n    return x + 1\n'
+    other = 'def f(x):\n    """Doc."""\n    return x + 2\n'
+    assert normalized_source(base) == normalized_source(same)
+    assert normalized_source(base) != normalized_source(other)
+
+
+def test_dependencies_follow_imports() -> None:
+    deps = closure(["attacks/lomma.py"])
+    assert {"attacks/kedmi.py", "attacks/gmi.py", "models/gan.py", "attacks/lomma.py"} <= set(deps)
+    assert "defenses/calor.py" not in deps and all(not d.startswith("report") for d in deps)
+
+
+def bump_in_memory(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+    real = versioning.version
+    monkeypatch.setattr(versioning, "version", lambda m: real(m) + (m == module))
+
+
+def test_a_stale_artifact_is_reported_and_rebuilt(tiny_scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from calor import progress
+
+    ws = Workspace(cache=tmp_path / "cache", packaged=False)
+    first = train_target(tiny_scenario, "none", seed=0, ws=ws)
+    judges = train_judges(tiny_scenario, ws)
+    run = attack_target(tiny_scenario, first, "gmi", seed=0, ws=ws, judges=judges)
+    assert first.meta["code"]["training.py"] == versioning.version("training.py")
+    assert train_target(tiny_scenario, "none", seed=0, ws=ws).meta["created"] == first.meta["created"]  # current: reused
+
+    progress.set_enabled(True)
+    try:
+        bump_in_memory(monkeypatch, "attacks/gmi.py")  # as if gmi.py had changed and been bumped
+        again = attack_target(tiny_scenario, first, "gmi", seed=0, ws=ws, judges=judges)
+        bump_in_memory(monkeypatch, "training.py")
+        retrained = train_target(tiny_scenario, "none", seed=0, ws=ws)
+    finally:
+        progress.set_enabled(False)
+    err = capsys.readouterr().err
+    assert "stale artifact" in err and "attacks/gmi.py v1 -> v2" in err and "training.py v1 -> v2" in err
+    assert again.meta["created"] >= run.meta["created"] and again.meta["code"]["attacks/gmi.py"] == run.meta["code"]["attacks/gmi.py"] + 1
+    assert retrained.meta["code"]["training.py"] == first.meta["code"]["training.py"] + 1
+    # an artifact that records no code versions (built before they existed) is stale too
+    assert stale_modules(None, {"training.py": 1})
+
+
+def test_a_stale_bench_cell_is_recomputed(tiny_scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = Workspace(cache=tmp_path / "cache", packaged=False)
+    plan = plan_bench(tiny_scenario, ["none"], ["gmi"], [0], {})
+    out = tmp_path / "bench"
+    run_bench(plan, out=out, ws=ws, show=False, calibrate=False)
+    cell = next((out / "cells").glob("*.json"))
+    before = json.loads(cell.read_text())
+    run_bench(plan, out=out, ws=ws, show=False, calibrate=False)
+    assert json.loads(cell.read_text()) == before  # current: skipped
+    bump_in_memory(monkeypatch, "attacks/gmi.py")
+    run_bench(plan, out=out, ws=ws, show=False, calibrate=False)
+    after = json.loads(cell.read_text())
+    assert after["code"]["attacks/gmi.py"] == before["code"]["attacks/gmi.py"] + 1
