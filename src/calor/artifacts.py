@@ -45,16 +45,34 @@ def write_file_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a hidden temporary file beside `path`, then rename it into place, so readers
     never see half a file (nor a leftover temporary one if `write` fails)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    ensure_directory(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot write ({exc.strerror or exc})") from None
     os.close(fd)
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a quota, permissions: the old file (if any) is untouched
+        Path(tmp).unlink(missing_ok=True)
+        raise ArtifactError(f"{path}: cannot write ({exc.strerror or exc}); the previous version, if any, is unchanged") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def ensure_directory(path: Path) -> Path:
+    """Create directory `path` (and its parents), or raise ArtifactError naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot create the directory ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK):
+        raise ArtifactError(f"{path}: the directory is not writable")
     return path
 
 
@@ -66,10 +84,16 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 def save_artifact(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Atomically create artifact directory `path` (replacing an older one of the same name)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    ensure_directory(path.parent)
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS))
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    try:
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS))
+        except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as its own error type
+            raise ArtifactError(f"{path}: cannot write the weights ({exc}); the previous version, if any, is unchanged") from None
         write_json_atomic(tmp / META, meta)
         if path.exists():
             shutil.rmtree(path)

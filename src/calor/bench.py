@@ -23,6 +23,7 @@ from .errors import ConfigError
 from .attacks.oracle import ThreatModel
 from .evaluation import CALIBRATION_SETS
 from .pipeline import Workspace, attack_code, attack_target, classifier_code, calibration_row, data_key, load_data, result_row, train_judges, train_target
+from .locking import directory_lock
 from .progress import console, log
 from .report import reconstruction_grid
 from .runtime import versions
@@ -262,6 +263,11 @@ def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: 
     followed (with `calibrate`) by the floor and ceiling rows of every seed."""
     ws = ws or Workspace()
     out = Path(out)
+    with directory_lock(out):
+        return _run_bench(plan, out, ws, show, calibrate)
+
+
+def _run_bench(plan: BenchPlan, out: Path, ws: Workspace, show: bool, calibrate: bool) -> list[dict[str, Any]]:
     sc = plan.scenario
     write_json_atomic(out / "plan.json", plan.to_dict() | {"scenario_config": sc.to_dict()})
     done = finished_cells(out)

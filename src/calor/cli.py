@@ -149,6 +149,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_protocol, estimate_seconds, finished_cells, parse_sweeps, plan_bench, run_bench, split_specs
+    from .locking import directory_lock
     from .report import cells_table, plain_table, text_table, write_report
 
     scenario, ws = _setup(args)
@@ -173,8 +174,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"estimated cold run on 2 CPU cores: ~{estimate_seconds(plan) / 60:.0f} min (cached artifacts make it shorter)")
         return 0
     t0 = time.perf_counter()
-    rows = run_bench(plan, out=out, ws=ws, show=not args.quiet)
-    paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
+    with directory_lock(out):  # the cells and the report: one writer at a time
+        rows = run_bench(plan, out=out, ws=ws, show=not args.quiet)
+        paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
     print(text_table(rows))
     print("\n" + plain_table(*cells_table(rows)))
     n_cal = sum(1 for r in rows if r.get("calibration"))
@@ -185,6 +187,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .bench import bench_protocol, finished_cells, plan_bench, redraw_grids, stored_calibration
+    from .locking import directory_lock
     from .config import from_dict
     from .errors import ArtifactError
     from .report import text_table, write_report
@@ -217,7 +220,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         print(f"redrew {redraw_grids(out, rows, load_data(scenario))} reconstruction grids")
     rows += [r for r in stored_calibration(out) if r["seed"] in {c.seed for c in plan.cells}]
-    paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
+    with directory_lock(out, "calor bench or report"):
+        paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
     print(text_table(rows))
     n_cal = sum(1 for r in rows if r.get("calibration"))
     print(f"\n{len(rows) - n_cal} cells{f' ({missing} not finished)' if missing else ''} and {n_cal} floor/ceiling rows; "
@@ -254,7 +258,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_attack(args: argparse.Namespace) -> int:
     from .config import parse_assignments
     from .artifacts import write_json_atomic
-    from .pipeline import attack_target, load_classifier, load_data, result_row, train_judges, train_target
+    from .pipeline import attack_request, attack_target, load_classifier, load_data, result_row, train_judges, train_target
     from .report import reconstruction_grid, text_table
 
     scenario, ws = _setup(args)
@@ -269,6 +273,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         from .config import _coerce
 
         classes = _coerce(args.classes, list[int], "--classes")
+    attack_request(scenario, classes, args.per_class)  # bad classes / per_class: refused before any judge is trained
     judges = train_judges(scenario, ws)
     reference = train_target(scenario, "none", seed=target.meta["seed"], ws=ws) if args.diagnostics else None
     run = attack_target(scenario, target, args.attack, seed=_seed(args, scenario), settings=parse_assignments(args.set),
@@ -369,6 +374,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except CalorError as exc:
         print(f"calor {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"calor {args.command}: error: out of memory; lower the batch size, model width or resolution", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        if "out of memory" in str(exc) or "can't allocate memory" in str(exc):  # torch's CPU and CUDA allocators
+            print(f"calor {args.command}: error: out of memory ({str(exc).splitlines()[0][:200]}); lower the batch size, "
+                  "model width or resolution", file=sys.stderr)
+            return 2
+        raise
+    except OSError as exc:  # a file calor did not expect to fail (a full disk mid-run): one line, not a traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"calor {args.command}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished artifacts are kept, rerun to resume", file=sys.stderr)

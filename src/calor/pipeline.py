@@ -437,6 +437,19 @@ def evaluate_reconstructions(rec: Reconstructions, data: SplitData, judges: list
     return {**judged["metrics"], "per_sample": judged["per_sample"], "nearest_private_index": judged["nearest_private_index"]}
 
 
+def attack_request(scenario: Scenario, classes: list[int] | None, per_class: int | None) -> tuple[list[int], int]:
+    """The classes and reconstructions per class an attack run asks for (the scenario's by default), checked
+    before any work starts."""
+    classes = list(classes) if classes is not None else scenario.attacked_classes()
+    if per_class is not None and per_class < 1:
+        raise ConfigError(f"per_class={per_class}: ask for at least 1 reconstruction per class")
+    k = load_data(scenario).num_classes
+    bad = [c for c in classes if not 0 <= c < k]
+    if bad:
+        raise ConfigError(f"classes {bad}: the target has classes 0..{k - 1}")
+    return classes, per_class or scenario.attack.per_class
+
+
 def attack_target(
     scenario: Scenario,
     target: TrainedClassifier,
@@ -459,15 +472,9 @@ def attack_target(
     if "iterations" in atk_cls_cfg and atk_cls_cfg["iterations"] is None:
         settings["iterations"] = scenario.attack.iterations
     atk = build_attack(attack, settings)
-    classes = list(classes) if classes is not None else scenario.attacked_classes()
-    per_class = per_class or scenario.attack.per_class
+    classes, per_class = attack_request(scenario, classes, per_class)
     judges = judges or train_judges(scenario, ws)
     data = load_data(scenario)
-    bad = [c for c in classes if not 0 <= c < data.num_classes]
-    if bad:
-        from .errors import ConfigError
-
-        raise ConfigError(f"classes {bad}: the target has classes 0..{data.num_classes - 1}")
     key = {"format": ARTIFACT_FORMAT, "kind": "attack", "target": target.meta["hash"], "judges": [j.hash for j in judges],
            "reference": reference.meta["hash"] if reference is not None else None,
            "attack": attack, "attack_config": atk.config_dict(), "prior": to_dict(scenario.prior), "classes": classes,
@@ -570,6 +577,8 @@ def calibration_row(scenario: Scenario, name: str, seed: int, judges: list[Judge
     ws = ws or Workspace()
     data = load_data(scenario)
     classes = list(classes) if classes is not None else scenario.attacked_classes()
+    if per_class is not None and per_class < 1:
+        raise ConfigError(f"per_class={per_class}: ask for at least 1 reconstruction per class")
     per_class = per_class or scenario.attack.per_class
     generator = Priors(scenario, seed, ws).gan().generator if name == "floor: prior" else None
     rec = calibration_images(name, data, classes, per_class, seed, generator)

@@ -15,6 +15,8 @@ import yaml
 from .config import from_dict, to_dict, with_overrides
 from .errors import ConfigError, collect
 
+MAX_RESOLUTION = 1024  # the field's protocols use 64-256 px; larger is a typo that would exhaust memory
+
 
 @dataclass(frozen=True)
 class DataSpec:
@@ -89,8 +91,8 @@ class Scenario:
 
     def __post_init__(self) -> None:
         p: list[str] = []
-        if self.resolution < 8 or self.resolution % 4:
-            p.append(f"resolution={self.resolution}: must be a multiple of 4 and >= 8")
+        if self.resolution < 8 or self.resolution % 4 or self.resolution > MAX_RESOLUTION:
+            p.append(f"resolution={self.resolution}: must be a multiple of 4 from 8 to {MAX_RESOLUTION}")
         d = self.data
         if not d.private_classes:
             p.append("data.private_classes: empty")
@@ -164,7 +166,10 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"scenario {name_or_path}: invalid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"scenario {name_or_path}: invalid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"scenario {name_or_path}: expected a mapping at the top level")
     return from_dict(Scenario, data, f"scenario {name_or_path}")

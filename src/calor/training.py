@@ -13,7 +13,7 @@ from torch import nn
 from .checkpoint import Checkpointer, no_checkpoints, rng_state, set_rng_state
 from .defenses.base import Defense, Stage
 from .data.transforms import random_shift
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, DataError, TrainingError
 from .progress import task
 from .scenario import ClassifierSpec
 
@@ -67,6 +67,9 @@ def train_classifier(
         else:
             raise ConfigError(f"stage {stage.name!r}: data={stage.data!r} (private or public)")
         n = len(sx)
+        if len(sy) != n or sy.dtype not in (torch.int64, torch.int32) or (n and int(sy.min()) < 0):
+            raise DataError(f"stage {stage.name!r}: need one non-negative integer label per image "
+                            f"({n} images, {len(sy)} labels of dtype {sy.dtype})")
         defense.on_stage_start(stage, model)
         model.to(device)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -116,6 +119,9 @@ def train_classifier(
                     xb = xb.to(device, memory_format=torch.channels_last)
                     yb = sy[idx].to(device)
                     logits, extras = defense.forward(model, xb)
+                    if b == 0 and epoch == first_epoch and int(sy.max()) >= logits.shape[1]:
+                        raise DataError(f"stage {stage.name!r}: labels go up to {int(sy.max())}, but the model predicts "
+                                        f"{logits.shape[1]} classes (labels must be 0..{logits.shape[1] - 1})")
                     loss = defense.loss(stage, logits, yb, extras)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()

@@ -120,8 +120,8 @@ class CALoR(Defense):
 
     def prepare(self, model: nn.Module) -> nn.Module:
         d, c = model.feature_dim, model.num_classes
-        if self.config.rank > d:
-            raise ConfigError(f"calor: rank={self.config.rank} exceeds the model's feature_dim={d}")
+        if self.config.rank >= d:  # a bottleneck as wide as the features compresses nothing
+            raise ConfigError(f"calor: rank={self.config.rank} must be below the model's feature_dim={d}")
         model.head = LowRankHead(d, self.config.rank, c, self.config.activation)
         return model
 
