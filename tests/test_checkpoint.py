@@ -206,3 +206,47 @@ def test_a_per_target_gan_resumes_bit_identical_with_its_queries(tiny_scenario, 
     ref_sd, got_sd = reference.generator.state_dict(), resumed.generator.state_dict()
     assert all(torch.equal(ref_sd[k], got_sd[k]) for k in ref_sd)
     assert store.queries["plgmi-cgan"] == ref_store.queries["plgmi-cgan"] > 0  # the killed run's queries are counted
+
+
+@pytest.mark.parametrize("attack", ["gmi", "lomma-gmi"])
+def test_a_latent_search_resumes_bit_identical_with_its_queries(attack: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from calor import build_attack, build_classifier, make_oracle
+    from calor.attacks import ThreatModel
+    from calor.attacks.priors import GanPrior
+    from calor.models.gan import Critic, Generator
+
+    torch.manual_seed(0)
+    model = build_classifier("cnn", num_classes=3, in_channels=1, resolution=16, width=4, feature_dim=8)
+    prior = GanPrior(Generator(8, 16, 1, 4).eval(), Critic(16, 1, 4).eval(), "dcgan")
+    settings = {"iterations": 12, "update": "adam"} if attack == "gmi" else {"iterations": 12, "identity": "ce"}
+
+    def run(ckpt: Checkpointer | None):
+        oracle = make_oracle(model, ThreatModel.WHITE_BOX, 3, (1, 16, 16))
+        atk = build_attack(attack, settings)
+        p = prior if attack == "gmi" else lomma_prior(atk, oracle)
+        return atk.run(oracle, p, [0, 2], 2, seed=3, checkpoint=ckpt)
+
+    def lomma_prior(atk, oracle):
+        from calor.attacks.lomma import LommaPrior
+
+        return LommaPrior(prior, [model], None)
+
+    reference = run(None)
+    real_save = Checkpointer.save
+    calls = {"n": 0}
+
+    def save_then_crash(self: Checkpointer, *args, **kwargs) -> None:
+        real_save(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise Crash
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_crash)
+    with pytest.raises(Crash):
+        run(Checkpointer(tmp_path / "ck", {"attack": attack}, every_seconds=0))
+    monkeypatch.setattr(Checkpointer, "save", real_save)
+    resumes = spy_resumes(monkeypatch)
+    resumed = run(Checkpointer(tmp_path / "ck", {"attack": attack}, every_seconds=0))
+    assert resumes == ["7"]
+    assert torch.equal(resumed.images, reference.images) and torch.equal(resumed.trajectory, reference.trajectory)
+    assert resumed.queries == reference.queries == 12 * 4

@@ -145,15 +145,19 @@ class Checkpointer:
 
 
 def resume_loop(ckpt: Checkpointer, parts: dict[str, Any], gen: torch.Generator | None) -> tuple[int, dict[str, Any]]:
-    """Restore `parts` (modules and optimisers: anything with `load_state_dict`) and the RNG states from the
-    newest snapshot of a step loop. Returns (the step to continue at, the loop's saved extras); (0, {})
-    when there is nothing to resume."""
+    """Restore `parts` (modules and optimisers: anything with `load_state_dict`; tensors, e.g. latents, are
+    restored in place) and the RNG states from the newest snapshot of a step loop. Returns (the step to
+    continue at, the loop's saved extras); (0, {}) when there is nothing to resume."""
     resumed = ckpt.load()
     if resumed is None:
         return 0, {}
     state, _ = resumed
     for name, part in parts.items():
-        part.load_state_dict(state["parts"][name])
+        if isinstance(part, torch.Tensor):
+            with torch.no_grad():
+                part.copy_(state["parts"][name])
+        else:
+            part.load_state_dict(state["parts"][name])
     set_rng_state(state["rng"], gen)
     return int(state["step"]), state["extras"]
 
@@ -162,7 +166,8 @@ def snapshot_loop(ckpt: Checkpointer, step: int, total: int, parts: dict[str, An
                   extras: dict[str, Any]) -> None:
     """Write a snapshot of a step loop before `step` when one is due (see `resume_loop`)."""
     if ckpt.due():
-        ckpt.save(f"step {step}/{total}", {"step": step, "parts": {n: p.state_dict() for n, p in parts.items()},
+        saved = {n: p.detach() if isinstance(p, torch.Tensor) else p.state_dict() for n, p in parts.items()}
+        ckpt.save(f"step {step}/{total}", {"step": step, "parts": saved,
                                              "rng": rng_state(gen), "extras": extras}, order=step)
 
 

@@ -492,7 +492,8 @@ def attack_target(
     priors = Priors(scenario, seed, ws, target_hash=target.meta["hash"], code=code)
     prior = atk.prepare(oracle, priors.for_attacker())
     seed_everything(seed)
-    rec = atk.run(oracle, prior, classes, per_class, seed)
+    ckpt = ws.checkpointer(f"attacks/{path.name}", key)
+    rec = atk.run(oracle, prior, classes, per_class, seed, checkpoint=ckpt)
     t0 = time.perf_counter()
     metrics = evaluate_reconstructions(rec, data, judges)
     metrics["diagnostics"] = gradient_path(target.model, rec, reference.model if reference is not None else None)
@@ -512,6 +513,7 @@ def attack_target(
     if rec.trajectory is not None:
         tensors["trajectory"] = rec.trajectory
     save_artifact(path, tensors, meta)
+    ckpt.clear()
     log(f"attack {attack} on {target.meta['defense']}: acc@1 {metrics['attack_acc@1']:.3f} (open-set {metrics['attack_acc@1_open']:.3f}), "
         f"knn {metrics['knn_dist']:.1f}, {rec.queries} queries, {rec.seconds:.1f}s")
     return AttackRun(rec, metrics, meta, path)

@@ -10,6 +10,7 @@ from typing import Any, Callable, ClassVar, Protocol
 
 import torch
 
+from ..checkpoint import Checkpointer, no_checkpoints
 from ..config import from_dict, to_dict
 from ..errors import ThreatModelError
 from ..registry import Registry
@@ -134,6 +135,15 @@ class NoConfig:
     pass
 
 
+# extras key under which a resumed search reports the queries and seconds its interrupted run had spent
+RESUMED = "resumed_from_checkpoint"
+
+
+def resumed_extras(saved: dict[str, Any]) -> dict[str, Any]:
+    """The extras entry a search resumed from a snapshot returns (see `Attack.run`); {} for a fresh one."""
+    return {RESUMED: {"queries": int(saved["queries"]), "seconds": float(saved["seconds"])}} if saved else {}
+
+
 class Attack:
     """Base class. Subclasses set `name`, `threat_model`, `Config` and implement `prepare` and `_run`;
     the base enforces the threat model, seeds, and records queries and wall time."""
@@ -161,17 +171,24 @@ class Attack:
         """Build or fetch what the attack needs before reconstructing (GAN, surrogates...)."""
         return None
 
-    def run(self, oracle: LabelOnlyOracle, prior: Any, classes: list[int], per_class: int, seed: int) -> Reconstructions:
-        """Reconstruct `per_class` images for every class in `classes`."""
+    def run(self, oracle: LabelOnlyOracle, prior: Any, classes: list[int], per_class: int, seed: int,
+            checkpoint: Checkpointer | None = None) -> Reconstructions:
+        """Reconstruct `per_class` images for every class in `classes`. With a `checkpoint`, an attack whose
+        search is long snapshots it and resumes an interrupted run (its queries and seconds included)."""
         import time
 
         self.check_access(oracle)
         start_queries = oracle.queries
         gen = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
-        rec = self.reconstruct(oracle, prior, classes, per_class, gen)
-        rec.seconds = time.perf_counter() - t0
-        rec.queries = oracle.queries - start_queries
+        self.checkpoint = checkpoint or no_checkpoints()
+        try:
+            rec = self.reconstruct(oracle, prior, classes, per_class, gen)
+        finally:
+            self.checkpoint = no_checkpoints()
+        earlier = rec.extras.pop(RESUMED, {"queries": 0, "seconds": 0.0})
+        rec.seconds = time.perf_counter() - t0 + earlier["seconds"]
+        rec.queries = oracle.queries - start_queries + earlier["queries"]
         return rec
 
     def reconstruct(self, oracle: LabelOnlyOracle, prior: Any, classes: list[int], per_class: int, gen: torch.Generator) -> Reconstructions:
