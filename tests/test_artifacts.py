@@ -50,7 +50,7 @@ def test_failed_file_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: 
         tmp.write_bytes(b"half")
         raise OSError("disk full")
 
-    with pytest.raises(OSError):
+    with pytest.raises(ArtifactError, match="plot.png: cannot write .disk full.; the previous version, if any, is unchanged"):
         write_file_atomic(path, half_then_fail)
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in path.parent.iterdir()) == ["plot.png"]

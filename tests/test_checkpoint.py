@@ -92,6 +92,20 @@ class Crash(Exception):
     pass
 
 
+def crash_after_snapshots(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Make the process 'die' (raise Crash) right after its n-th snapshot is written."""
+    real_save = Checkpointer.save
+    calls = {"n": 0}
+
+    def save_then_crash(self: Checkpointer, *args, **kwargs) -> None:
+        real_save(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise Crash
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_crash)
+
+
 def spy_resumes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Positions that Checkpointer.load resumed from (so a test sees that work was resumed, not redone)."""
     positions: list[str] = []
@@ -113,20 +127,11 @@ def test_classifier_training_resumes_bit_identical_after_a_crash(tiny_yaml: Path
     sc = load_scenario(tiny_yaml).with_overrides({"target.epochs": 4})
     reference = train_target(sc, defense, seed=0, ws=Workspace(cache=tmp_path / "a", checkpoint_every=None, packaged=False))
 
-    saves = {"n": 0}
-    real_save = Checkpointer.save
-
-    def save_then_crash(self: Checkpointer, *args, **kwargs) -> None:
-        real_save(self, *args, **kwargs)
-        saves["n"] += 1
-        if saves["n"] == 3:  # dies right after its third snapshot
-            raise Crash
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_crash)
+    crash_after_snapshots(monkeypatch, 3)  # dies right after its third snapshot
     ws = Workspace(cache=tmp_path / "b", checkpoint_every=0, packaged=False)
     with pytest.raises(Crash):
         train_target(sc, defense, seed=0, ws=ws)
-    monkeypatch.setattr(Checkpointer, "save", real_save)
+    monkeypatch.undo()
     assert list((tmp_path / "b" / "checkpoints").rglob("snapshot-*"))
     resumes = spy_resumes(monkeypatch)
     resumed = train_target(sc, defense, seed=0, ws=ws)
@@ -187,19 +192,10 @@ def test_a_per_target_gan_resumes_bit_identical_with_its_queries(tiny_scenario, 
         return prior, store
 
     reference, ref_store = prepare(tmp_path / "a", None)
-    real_save = Checkpointer.save
-    calls = {"n": 0}
-
-    def save_then_crash(self: Checkpointer, *args, **kwargs) -> None:
-        real_save(self, *args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise Crash
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_crash)
+    crash_after_snapshots(monkeypatch, 5)
     with pytest.raises(Crash):
         prepare(tmp_path / "b", 0)
-    monkeypatch.setattr(Checkpointer, "save", real_save)
+    monkeypatch.undo()
     resumes = spy_resumes(monkeypatch)
     resumed, store = prepare(tmp_path / "b", 0)
     assert resumes == ["5"]  # the fifth snapshot was taken before step 5
@@ -232,19 +228,10 @@ def test_a_latent_search_resumes_bit_identical_with_its_queries(attack: str, tmp
         return LommaPrior(prior, [model], None)
 
     reference = run(None)
-    real_save = Checkpointer.save
-    calls = {"n": 0}
-
-    def save_then_crash(self: Checkpointer, *args, **kwargs) -> None:
-        real_save(self, *args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise Crash
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_crash)
+    crash_after_snapshots(monkeypatch, 7)
     with pytest.raises(Crash):
         run(Checkpointer(tmp_path / "ck", {"attack": attack}, every_seconds=0))
-    monkeypatch.setattr(Checkpointer, "save", real_save)
+    monkeypatch.undo()
     resumes = spy_resumes(monkeypatch)
     resumed = run(Checkpointer(tmp_path / "ck", {"attack": attack}, every_seconds=0))
     assert resumes == ["7"]

@@ -59,8 +59,10 @@ def test_a_stale_artifact_is_reported_and_rebuilt(tiny_scenario, tmp_path: Path,
         retrained = train_target(tiny_scenario, "none", seed=0, ws=ws)
     finally:
         progress.set_enabled(False)
-    err = capsys.readouterr().err
-    assert "stale artifact" in err and "attacks/gmi.py v1 -> v2" in err and "training.py v1 -> v2" in err
+    err = capsys.readouterr().err.replace("\n", "")  # the console wraps long lines
+    gmi_v, training_v = run.meta["code"]["attacks/gmi.py"], first.meta["code"]["training.py"]
+    assert "stale artifact" in err and f"attacks/gmi.py v{gmi_v} -> v{gmi_v + 1}" in err
+    assert f"training.py v{training_v} -> v{training_v + 1}" in err
     assert again.meta["created"] >= run.meta["created"] and again.meta["code"]["attacks/gmi.py"] == run.meta["code"]["attacks/gmi.py"] + 1
     assert retrained.meta["code"]["training.py"] == first.meta["code"]["training.py"] + 1
     # an artifact that records no code versions (built before they existed) is stale too
