@@ -128,7 +128,7 @@ def test_impossible_cli_values(trained_cache, capsys: pytest.CaptureFixture[str]
         (["train", "--threads", "0"], "--threads 0: the number of threads must be >= 1"),
         (["train", "--defense", "calor", "--set", "rank=abc"], "rank: expected an integer, got 'abc'"),
         (["train", "--defense", "nonesuch"], "unknown defense 'nonesuch'"),
-        (["train", "--checkpoint-every", "-5"], "checkpoint interval -5.0"),
+        (["train", "--checkpoint-every", "-5"], "--checkpoint-every -5: use seconds >= 0, or -1 for no checkpoints"),
         (["attack", "--target", str(cache / "nowhere")], "artifact directory does not exist"),
     ]
     if not torch.cuda.is_available():

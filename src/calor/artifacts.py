@@ -90,6 +90,7 @@ def save_artifact(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, 
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot write ({exc.strerror or exc})") from None
     try:
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700; a cache is meant to be shared
         try:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS))
         except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as its own error type

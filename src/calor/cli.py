@@ -121,6 +121,10 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
     scenario = load_scenario(args.scenario)
     if args.scenario_set:
         scenario = scenario.with_overrides(parse_assignments(args.scenario_set))
+    if args.checkpoint_every < 0 and args.checkpoint_every != -1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--checkpoint-every {args.checkpoint_every:g}: use seconds >= 0, or -1 for no checkpoints")
     every = None if args.checkpoint_every == -1 else args.checkpoint_every
     return scenario, Workspace(cache=Path(args.cache), device=resolve_device(args.device), packaged=not args.rebuild,
                                checkpoint_every=every)
