@@ -82,3 +82,24 @@ def test_a_stale_bench_cell_is_recomputed(tiny_scenario, tmp_path: Path, monkeyp
     run_bench(plan, out=out, ws=ws, show=False, calibrate=False)
     after = json.loads(cell.read_text())
     assert after["code"]["attacks/gmi.py"] == before["code"]["attacks/gmi.py"] + 1
+
+
+def test_a_shared_attack_prior_is_not_stale_for_another_attack_that_uses_it(tiny_scenario, tmp_path: Path) -> None:
+    """KED-MI's GAN is built by kedmi.py whichever attack asks for it (kedmi or lomma-kedmi): one artifact."""
+    from calor import build_attack, build_classifier, make_oracle
+    from calor.attacks import ThreatModel
+    from calor.pipeline import Priors
+
+    torch_model = build_classifier("cnn", num_classes=3, in_channels=1, resolution=16, width=4, feature_dim=8)
+    ws = Workspace(cache=tmp_path / "cache", packaged=False)
+    built = []
+    for name in ("kedmi", "lomma-kedmi", "kedmi"):
+        oracle = make_oracle(torch_model, ThreatModel.WHITE_BOX, 3, (1, 16, 16))
+        store = Priors(tiny_scenario, 0, ws, target_hash="t")
+        build_attack(name, {"gan_steps": 3}).prepare(oracle, store.for_attacker())
+        metas = list((tmp_path / "cache" / "priors").glob("kedmi-gan-*/meta.json"))
+        assert len(metas) == 1
+        built.append((metas[0].stat().st_ino, metas[0].stat().st_mtime_ns))  # a rebuild writes a new file
+    assert len(set(built)) == 1  # built once, reused by the other attack and again (never rebuilt as stale)
+    meta = json.loads(metas[0].read_text())
+    assert "attacks/kedmi.py" in meta["code"] and "attacks/lomma.py" not in meta["code"]

@@ -33,7 +33,7 @@ from .models.classifiers import Classifier, build_classifier
 from .models.gan import Critic, Generator
 from .progress import log
 from .runtime import seed_everything, versions
-from .versioning import class_modules, code_versions, stale_modules
+from .versioning import class_modules, code_versions, module_file, stale_modules
 from .scenario import ClassifierSpec, Scenario
 
 ARTIFACT_FORMAT = 3  # bump when a change makes old cached artifacts invalid
@@ -326,10 +326,8 @@ class Priors:
     generic cache for attack-specific priors (surrogates, conditional GANs), keyed by config and —
     when the prior depends on the target — by the target's hash too."""
 
-    def __init__(self, scenario: Scenario, seed: int, ws: Workspace, target_hash: str | None = None,
-                 code: dict[str, int] | None = None) -> None:
+    def __init__(self, scenario: Scenario, seed: int, ws: Workspace, target_hash: str | None = None) -> None:
         self.scenario, self.seed, self.ws, self.target_hash = scenario, seed, ws, target_hash
-        self.code = code if code is not None else gan_code()  # of the attack whose priors `cached` builds
         self.used: dict[str, str] = {}
         self.queries: dict[str, int] = {}  # target queries spent building each prior (its meta's "queries")
         self.seconds: dict[str, float] = {}  # time it took to build each prior, whether built now or loaded
@@ -363,7 +361,10 @@ class Priors:
                "target": self.target_hash if depends_on_target else None}
         h = config_hash(key)
         path = self.ws.cache / "priors" / f"{name}-{h}"
-        found = self.ws.existing(path, self.code)
+        # the prior depends on the module whose `build` makes it (and its imports), not on which attack asks:
+        # KED-MI's GAN is the same artifact for kedmi and lomma-kedmi
+        code = code_versions([*_COMMON_CODE, *filter(None, [module_file(build.__module__)])])
+        found = self.ws.existing(path, code)
         if found:
             path = found
             art = load_artifact(path)
@@ -377,7 +378,7 @@ class Priors:
             takes_checkpoint = "checkpoint" in inspect.signature(build).parameters
             tensors, extra = build(checkpoint=ckpt) if takes_checkpoint else build()
             meta = {"kind": f"prior-{name}", "hash": h, "key": key, "seed": self.seed, **extra,
-                    "train_seconds": time.perf_counter() - t0, "versions": versions(), "code": self.code, "created": _now()}
+                    "train_seconds": time.perf_counter() - t0, "versions": versions(), "code": code, "created": _now()}
             save_artifact(path, tensors, meta)
             ckpt.clear()
             log(f"prior {name}: {meta['train_seconds']:.1f}s -> {path}")
@@ -489,7 +490,7 @@ def attack_target(
         log(f"[dim]cached attack {attack} on {target.meta['defense']}: {path}[/dim]")
         return AttackRun(rec, dict(art.meta["metrics"]), art.meta, path)
     oracle = make_oracle(target.model, atk.threat_model, data.num_classes, data.image_shape)
-    priors = Priors(scenario, seed, ws, target_hash=target.meta["hash"], code=code)
+    priors = Priors(scenario, seed, ws, target_hash=target.meta["hash"])
     prior = atk.prepare(oracle, priors.for_attacker())
     seed_everything(seed)
     ckpt = ws.checkpointer(f"attacks/{path.name}", key)

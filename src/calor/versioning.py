@@ -71,7 +71,7 @@ def version(module: str) -> int:
     return int(_lock().get(module, {}).get("version", 1))
 
 
-def _module_file(name: str) -> str | None:
+def module_file(name: str) -> str | None:
     """'calor.attacks.gmi' -> 'attacks/gmi.py' if that module is versioned."""
     if not name.startswith("calor."):
         return None
@@ -94,7 +94,7 @@ def _imports(module: str) -> tuple[str, ...]:
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         for n in names:
-            f = _module_file(n)
+            f = module_file(n)
             if f and f != module:
                 found.append(f)
     return tuple(sorted(set(found)))
@@ -114,7 +114,7 @@ def closure(roots: Iterable[str]) -> list[str]:
 
 def class_modules(cls: type) -> list[str]:
     """The versioned modules defining `cls` and its base classes."""
-    return [f for f in (_module_file(c.__module__) for c in cls.__mro__) if f]
+    return [f for f in (module_file(c.__module__) for c in cls.__mro__) if f]
 
 
 def code_versions(roots: Iterable[str]) -> dict[str, int]:
