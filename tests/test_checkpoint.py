@@ -237,3 +237,31 @@ def test_a_latent_search_resumes_bit_identical_with_its_queries(attack: str, tmp
     assert resumes == ["7"]
     assert torch.equal(resumed.images, reference.images) and torch.equal(resumed.trajectory, reference.trajectory)
     assert resumed.queries == reference.queries == 12 * 4
+
+
+def test_surrogates_trained_in_a_row_resume_after_the_finished_ones(tiny_scenario, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from calor import build_attack, build_classifier, make_oracle
+    from calor.attacks import ThreatModel
+
+    settings = {"surrogates": 2, "distill_epochs": 3, "identity": "ce", "iterations": 2}
+
+    def prepare(cache: Path, every: float | None):
+        torch.manual_seed(0)
+        model = build_classifier("cnn", num_classes=3, in_channels=1, resolution=16, width=4, feature_dim=8)
+        oracle = make_oracle(model, ThreatModel.WHITE_BOX, 3, (1, 16, 16))
+        store = Priors(tiny_scenario, 0, Workspace(cache=cache, checkpoint_every=every, packaged=False), target_hash="t")
+        return build_attack("lomma-gmi", settings).prepare(oracle, store.for_attacker())
+
+    reference = prepare(tmp_path / "a", None)
+    # snapshots: GAN prior steps 1..9, surrogate 0 epochs 1, 2 and its end, then surrogate 1 epoch 1: dies there
+    crash_after_snapshots(monkeypatch, 13)
+    with pytest.raises(Crash):
+        prepare(tmp_path / "b", 0)
+    monkeypatch.undo()
+    resumes = spy_resumes(monkeypatch)
+    resumed = prepare(tmp_path / "b", 0)
+    assert resumes == ["3", "1"]  # surrogate 0 taken whole from its last snapshot, surrogate 1 from epoch 1
+    for ref, got in zip(reference.surrogates, resumed.surrogates):
+        assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), got.state_dict().values()))
+    assert not list((tmp_path / "b" / "checkpoints").rglob("snapshot-*"))

@@ -139,6 +139,11 @@ class Checkpointer:
                 shutil.rmtree(old, ignore_errors=True)
         self._last = time.perf_counter()
 
+    def sub(self, name: str) -> "Checkpointer":
+        """The checkpointer of one part of this work (one of several surrogates trained in a row), stored
+        beside its snapshots and removed with them."""
+        return Checkpointer(self.directory / name, {**self.fingerprint, "part": name}, self.every_seconds)
+
     def clear(self) -> None:
         """Remove every snapshot (the work finished and its artifact is saved)."""
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -163,9 +168,10 @@ def resume_loop(ckpt: Checkpointer, parts: dict[str, Any], gen: torch.Generator 
 
 
 def snapshot_loop(ckpt: Checkpointer, step: int, total: int, parts: dict[str, Any], gen: torch.Generator | None,
-                  extras: dict[str, Any]) -> None:
-    """Write a snapshot of a step loop before `step` when one is due (see `resume_loop`)."""
-    if ckpt.due():
+                  extras: dict[str, Any], *, force: bool = False) -> None:
+    """Write a snapshot of a step loop before `step` when one is due, or always with `force` (the end of one
+    part of a longer build, so that a resumed build skips it; see `resume_loop`)."""
+    if ckpt.enabled and (force or ckpt.due()):
         saved = {n: p.detach() if isinstance(p, torch.Tensor) else p.state_dict() for n, p in parts.items()}
         ckpt.save(f"step {step}/{total}", {"step": step, "parts": saved,
                                              "rng": rng_state(gen), "extras": extras}, order=step)

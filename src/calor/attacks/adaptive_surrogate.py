@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checkpoint import Checkpointer
 from ..errors import collect
 from ..models.classifiers import CLASSIFIERS, build_classifier
 from .base import ATTACKS, PriorStore, Reconstructions
@@ -101,7 +102,7 @@ class AdaptiveSurrogate(GMI):
             return build_classifier(arch["arch"], num_classes=oracle.num_classes, in_channels=c, resolution=r,
                                     width=arch["width"], feature_dim=arch["feature_dim"])
 
-        def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        def build(checkpoint: Checkpointer | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             q0 = oracle.queries
             gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))  # global RNG seeded by the store
             images = public
@@ -113,7 +114,7 @@ class AdaptiveSurrogate(GMI):
             probs = soft_labels(oracle, images)
             student = make()
             log = distill(student, images, probs, epochs=key["epochs"], batch_size=key["batch_size"], lr=key["lr"],
-                          gen=gen, device=device, description="distil surrogate")
+                          gen=gen, device=device, description="distil surrogate", checkpoint=checkpoint)
             return {k: v.detach().cpu() for k, v in student.state_dict().items()}, {"queries": oracle.queries - q0, "history": log}
 
         tensors, meta = priors.cached("adaptive-surrogate", key, build, depends_on_target=True)

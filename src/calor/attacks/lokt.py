@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import to_dict
+from ..checkpoint import Checkpointer
 from ..errors import collect
 from ..models.classifiers import CLASSIFIERS, build_classifier
 from .base import ATTACKS, Attack, PriorStore, Reconstructions
@@ -173,7 +174,7 @@ class LOKT(Attack):
                "feature_dim": spec["feature_dim"], "epochs": epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
                "augment": cfg.augment, "gan": gan.name or "unsaved", "num_classes": k}
 
-        def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        def build(checkpoint: Checkpointer | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
             start = oracle.queries
             images, labels = [], []
@@ -196,7 +197,8 @@ class LOKT(Attack):
             for j, arch in enumerate(cfg.archs):
                 model = build_classifier(arch, num_classes=k, in_channels=c, resolution=r, width=spec["width"], feature_dim=spec["feature_dim"])
                 hist = distill(model, x_tr, targets, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, gen=gen, device=device,
-                               description=f"LOKT surrogate {j} ({arch})")
+                               description=f"LOKT surrogate {j} ({arch})",
+                               checkpoint=checkpoint.sub(f"surrogate-{j}") if checkpoint else None)
                 histories.append({"arch": arch, "history": hist})
                 tensors |= {f"s{j}.{name}": t.detach().cpu() for name, t in model.state_dict().items()}
             meta = {"queries": queries, "label_counts": counts, "classes_without_samples": [i for i, n in enumerate(counts) if n == 0],

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import Checkpointer
 from ..errors import collect
 from ..models.classifiers import CLASSIFIERS, build_classifier
 from .base import ATTACKS, PriorStore, Reconstructions
@@ -159,7 +160,7 @@ class LommaMixin:
         settings = {"specs": specs, **shape, "epochs": cfg.distill_epochs or t.epochs, "lr": cfg.distill_lr or t.lr,
                     "batch_size": t.batch_size, "temperature": cfg.temperature}
 
-        def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        def build(checkpoint: Checkpointer | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             before = oracle.queries
             probs = soft_labels(oracle, x_public)
             gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))  # PriorStore seeded the global RNG
@@ -169,7 +170,8 @@ class LommaMixin:
                 student = build_classifier(spec["arch"], width=spec["width"], feature_dim=spec["feature_dim"], **shape)
                 log = distill(student, x_public, probs, epochs=settings["epochs"], batch_size=settings["batch_size"],
                               lr=settings["lr"], gen=gen, device=priors.device, temperature=cfg.temperature,
-                              description=f"LOMMA surrogate {i} ({spec['arch']})")
+                              description=f"LOMMA surrogate {i} ({spec['arch']})",
+                              checkpoint=checkpoint.sub(f"surrogate-{i}") if checkpoint else None)
                 history.append({**spec, "log": log})
                 tensors |= {f"s{i}.{k}": v.detach().cpu() for k, v in student.state_dict().items()}
             return tensors, {"queries": oracle.queries - before, "history": history}

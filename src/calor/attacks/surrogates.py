@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import Checkpointer, no_checkpoints, resume_loop, snapshot_loop
 from ..errors import ConfigError, ThreatModelError
 from ..models.classifiers import Classifier
 from ..progress import task
@@ -40,17 +41,24 @@ def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
 
 def distill(student: nn.Module, images: torch.Tensor, teacher_probs: torch.Tensor, *, epochs: int, batch_size: int,
             lr: float, gen: torch.Generator, device: torch.device, temperature: float = 1.0,
-            description: str = "distill surrogate") -> list[dict[str, Any]]:
+            description: str = "distill surrogate", checkpoint: Checkpointer | None = None) -> list[dict[str, Any]]:
     """Train `student` (in place) to match `teacher_probs` on `images` with the KD loss and Adam.
 
     Returns one log row per epoch (mean KD loss and top-1 agreement with the teacher). The student is
-    left in eval mode."""
+    left in eval mode. With a `checkpoint`, snapshots between epochs and at the end (so that a build training
+    several surrogates in a row resumes after the finished ones), and resumes an interrupted run."""
     student.to(device).train()
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     n, bs = len(images), min(batch_size, len(images))
-    log: list[dict[str, Any]] = []
+    ckpt = checkpoint or no_checkpoints()
+    parts = {"student": student, "opt": opt}
+    start, saved = resume_loop(ckpt, parts, gen)
+    log: list[dict[str, Any]] = saved.get("log", [])
     with task(description, epochs) as advance:
-        for epoch in range(epochs):
+        advance(start)
+        for epoch in range(start, epochs):
+            if epoch > start:
+                snapshot_loop(ckpt, epoch, epochs, parts, gen, {"log": log})
             order = torch.randperm(n, generator=gen)
             total, agree = 0.0, 0
             for i in range(0, n - bs + 1, bs):  # drop the ragged last batch (BatchNorm needs > 1 sample)
@@ -66,6 +74,8 @@ def distill(student: nn.Module, images: torch.Tensor, teacher_probs: torch.Tenso
             seen = (n // bs) * bs
             log.append({"epoch": epoch, "kd_loss": total / max(seen, 1), "agreement": agree / max(seen, 1)})
             advance(info=f"KD {log[-1]['kd_loss']:.3f}")
+    if start < epochs:
+        snapshot_loop(ckpt, epochs, epochs, parts, gen, {"log": log}, force=True)
     student.eval()
     return log
 
