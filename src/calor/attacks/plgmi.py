@@ -50,7 +50,7 @@ from ..errors import ConfigError, collect
 from ..models.cgan import ConditionalGenerator, ProjectionDiscriminator
 from ..progress import task
 from .augment import DiffAugment
-from .base import ATTACKS, Attack, PriorStore, Reconstructions, batch_objective, initial_latents, snapshot_steps
+from .base import ATTACKS, Attack, PriorStore, Reconstructions, batch_objective, initial_latents, resumed_extras, snapshot_steps
 from .losses import margin, max_margin_loss
 from .oracle import ThreatModel, WhiteBoxOracle
 from .surrogates import budget_of, soft_labels
@@ -249,10 +249,18 @@ class PLGMI(Attack):
         y = torch.tensor(classes, dtype=torch.long).repeat_interleave(per_class).to(device)
         z = initial_latents(gen.initial_seed(), classes, per_class, G.z_dim).to(device).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=cfg.lr)
-        first = None
         snaps, trajectory = snapshot_steps(iterations), []
+        ckpt = getattr(self, "checkpoint", None) or no_checkpoints()  # the one `run` was handed
+        parts = {"z": z, "opt": opt}
+        start, saved = resume_loop(ckpt, parts, gen)
+        trajectory, first = saved.get("trajectory", trajectory), saved.get("first")
+        t0, q0 = time.perf_counter() - saved.get("seconds", 0.0), oracle.queries - saved.get("queries", 0)
         with task(f"attack {self.name}", iterations) as advance:
-            for it in range(iterations):
+            advance(start)
+            for it in range(start, iterations):
+                if it > start:
+                    snapshot_loop(ckpt, it, iterations, parts, gen, {"trajectory": trajectory, "first": first,
+                                                                     "seconds": time.perf_counter() - t0, "queries": oracle.queries - q0})
                 if it in snaps:
                     trajectory.append(z.detach().cpu().clone())
                 fake = G(z, y)
@@ -272,4 +280,5 @@ class PLGMI(Attack):
                                trajectory=torch.stack(trajectory), decode=lambda z_, y_: G(z_, y_.to(z_.device)),
                                extras={"iterations": iterations, "initial_identity_loss": first,
                                        "final_identity_loss": per_sample.mean().item(), "final_margin_mean": final_margin.mean().item(),
-                                       "final_top1_rate": (final_margin > 0).float().mean().item(), "cgan": prior.meta})
+                                       "final_top1_rate": (final_margin > 0).float().mean().item(), "cgan": prior.meta,
+                                       **resumed_extras(saved)})
