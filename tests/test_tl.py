@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from calor import ConfigError
+from calor import ConfigError, DataError
 from calor.defenses import build_defense
 from calor.defenses.tl import frozen_block_count
 from calor.models.classifiers import build_classifier
@@ -87,9 +87,9 @@ def test_frozen_blocks_run_in_eval_mode_during_finetune() -> None:
     assert [b.training for b in model.blocks] == [False, False, False, True]
 
 
-def test_public_head_too_small_is_a_config_error() -> None:
+def test_public_head_too_small_is_a_clear_error() -> None:
     d = build_defense("tl")  # public_classes 0 -> as many as the 3 private classes
     model = d.prepare(_model())
     x, y = _data(8, 3, 0)
-    with pytest.raises(ConfigError, match="public_classes"):
+    with pytest.raises(DataError, match="stage 'pretrain': labels go up to 4, but the model predicts 3 classes"):
         train_classifier(model, d, x, y, BUDGET, _data(8, 5, 1), device=torch.device("cpu"), seed=0)

@@ -23,7 +23,8 @@ Choices and deviations, stated:
   mode both behave identically).
 - The public head is built in `on_stage_start`, which cannot see the data, so its size comes from
   ``public_classes`` (0 = as many classes as the private task, true of the MNIST protocol); a public
-  label outside the head raises a ConfigError naming the setting. After the fine-tune only the private
+  label outside the head stops the training loop with a DataError naming the stage and the head's size
+  (raise ``public_classes``). After the fine-tune only the private
   head is part of the module, so saved weights load into ``prepare``d models with ``strict=True``.
 """
 
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, collect
+from ..errors import collect
 from ..models.heads import LinearHead
 from ..scenario import ClassifierSpec
 from .base import DEFENSES, Defense, Stage
@@ -133,9 +134,6 @@ class TransferLearning(Defense):
         return self.n_frozen
 
     def loss(self, stage: Stage, logits: torch.Tensor, y: torch.Tensor, extras: dict[str, Any]) -> torch.Tensor:
-        if stage.data == "public" and int(y.max()) >= logits.shape[1]:
-            raise ConfigError(f"tl: public label {int(y.max())} but the public head has {logits.shape[1]} outputs; "
-                              f"set public_classes to the number of public classes (--set public_classes=N)")
         return F.cross_entropy(logits, y)
 
     def summary(self) -> dict[str, Any]:
