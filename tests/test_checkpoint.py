@@ -267,3 +267,15 @@ def test_surrogates_trained_in_a_row_resume_after_the_finished_ones(tiny_scenari
     for ref, got in zip(reference.surrogates, resumed.surrogates):
         assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), got.state_dict().values()))
     assert not list((tmp_path / "b" / "checkpoints").rglob("snapshot-*"))
+
+
+def test_the_disabled_checkpointer_touches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from calor.checkpoint import no_checkpoints
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("x")
+    off = no_checkpoints()
+    off.save("step 1", {"step": 1}, order=1)
+    off.sub("part").clear()
+    off.clear()
+    assert off.load() is None and [p.name for p in tmp_path.iterdir()] == ["keep.txt"]

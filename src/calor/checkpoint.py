@@ -88,21 +88,21 @@ class Checkpointer:
     `every_seconds`: the least time between snapshots (0: at every opportunity the loop offers; None: never).
     `fingerprint`: what the snapshots belong to (usually the artifact's cache key)."""
 
-    directory: Path
+    directory: Path | None  # None: checkpoints off (nothing is ever read, written or deleted)
     fingerprint: dict[str, Any]
     every_seconds: float | None = DEFAULT_EVERY_SECONDS
     _last: float = field(default_factory=time.perf_counter, repr=False)
 
     def __post_init__(self) -> None:
-        self.directory = Path(self.directory)
+        self.directory = Path(self.directory) if self.directory is not None else None
         self.key = config_hash(self.fingerprint)
 
     @property
     def enabled(self) -> bool:
-        return self.every_seconds is not None
+        return self.every_seconds is not None and self.directory is not None
 
     def _snapshots(self) -> list[Path]:
-        if not self.directory.is_dir():
+        if self.directory is None or not self.directory.is_dir():
             return []
         return sorted(p for p in self.directory.iterdir() if p.name.startswith(PREFIX) and find_artifact(p))
 
@@ -130,6 +130,8 @@ class Checkpointer:
 
     def save(self, position: str, state: dict[str, Any], *, order: int) -> None:
         """Write a snapshot (`order`: a number that grows along the run, e.g. the step) and delete older ones."""
+        if self.directory is None:
+            return
         tensors: dict[str, torch.Tensor] = {}
         flat = flatten(state, "s", tensors)
         path = self.directory / f"{PREFIX}{order:012d}"
@@ -142,11 +144,14 @@ class Checkpointer:
     def sub(self, name: str) -> "Checkpointer":
         """The checkpointer of one part of this work (one of several surrogates trained in a row), stored
         beside its snapshots and removed with them."""
+        if self.directory is None:
+            return no_checkpoints()
         return Checkpointer(self.directory / name, {**self.fingerprint, "part": name}, self.every_seconds)
 
     def clear(self) -> None:
         """Remove every snapshot (the work finished and its artifact is saved)."""
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def resume_loop(ckpt: Checkpointer, parts: dict[str, Any], gen: torch.Generator | None) -> tuple[int, dict[str, Any]]:
@@ -179,4 +184,4 @@ def snapshot_loop(ckpt: Checkpointer, step: int, total: int, parts: dict[str, An
 
 def no_checkpoints() -> Checkpointer:
     """A Checkpointer that never saves nor loads (for calls outside a cache)."""
-    return Checkpointer(Path("."), {}, every_seconds=None)
+    return Checkpointer(None, {}, every_seconds=None)
