@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 from .attacks import ATTACKS, ThreatModel, build_attack, make_oracle  # noqa: E402
 from .defenses import DEFENSES, build_defense, ca_target_confidence, confidence_adaptation_loss  # noqa: E402
+from .harden import HardenRecord, harden  # noqa: E402
 from .errors import ArtifactError, CalorError, ConfigError, DataError, MetricError, ThreatModelError  # noqa: E402
 from .models import CLASSIFIERS, LowRankHead, affected_convs, build_classifier, make_conv_safe  # noqa: E402
 from .pipeline import (  # noqa: E402
@@ -23,9 +24,9 @@ from .scenario import Scenario, builtin_scenarios, load_scenario  # noqa: E402
 from .weights import load_weights  # noqa: E402
 
 __all__ = [
-    "ATTACKS", "ArtifactError", "AttackRun", "CLASSIFIERS", "CalorError", "ConfigError", "DEFENSES", "DataError",
+    "ATTACKS", "ArtifactError", "HardenRecord", "AttackRun", "CLASSIFIERS", "CalorError", "ConfigError", "DEFENSES", "DataError",
     "LowRankHead", "MetricError", "Scenario", "ThreatModel", "ThreatModelError", "TrainedClassifier", "Workspace",
     "affected_convs", "attack_target", "build_attack", "build_classifier", "build_defense", "builtin_scenarios",
-    "ca_target_confidence", "confidence_adaptation_loss", "configure_threads", "load_classifier", "load_data",
+    "ca_target_confidence", "confidence_adaptation_loss", "configure_threads", "harden", "load_classifier", "load_data",
     "load_scenario", "load_weights", "make_conv_safe", "make_oracle", "train_evaluation_model", "train_target",
 ]

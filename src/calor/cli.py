@@ -99,6 +99,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redraw-grids", action="store_true",
                    help="draw the cells' reconstruction grids again from their cached attack artifacts")
 
+    p = sub.add_parser("harden", help="harden a classifier checkpoint of your own with CALoR (calor.harden)",
+                       description="Load your classifier (--module pkg.mod:Class, or a calor --arch) with the weights in "
+                                   "--checkpoint, replace its last linear layer (or --layer) by CALoR's low-rank head, train "
+                                   "through it and fine-tune with the confidence-adaptation loss on the scenario's private "
+                                   "training split, and write the hardened weights (safetensors) and a JSON record.")
+    _common(p)
+    p.add_argument("--checkpoint", required=True, help="the model's weights: .safetensors, or a state-dict file read with weights_only=True")
+    model_src = p.add_mutually_exclusive_group(required=True)
+    model_src.add_argument("--module", help="your model class as pkg.module:Class (importable from here)")
+    model_src.add_argument("--arch", help="a calor classifier (see `calor list models`), built with the scenario's target sizes")
+    p.add_argument("--module-kwargs", default="{}", help="JSON keyword arguments for --module's class (default {})")
+    p.add_argument("--layer", default=None, help="the nn.Linear to replace (dotted name; default: the last one)")
+    p.add_argument("--rank", type=int, default=None, help="bottleneck rank (default min(50, d/2))")
+    p.add_argument("--gamma", type=float, default=8.0, help="CA loss gamma: target confidence p* = exp(-1/gamma) (default 8)")
+    p.add_argument("--train", default="all", choices=["all", "head"], help="train every weight (default) or the new head only")
+    p.add_argument("--epochs", type=int, default=5, help="cross-entropy epochs through the new head (default 5)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of those epochs (default 1e-3)")
+    p.add_argument("--ca-epochs", type=int, default=5, help="confidence-adaptation fine-tune epochs (default 5)")
+    p.add_argument("--ca-lr", type=float, default=2e-5, help="fine-tune learning rate (default 2e-5, the authors' SGD)")
+    p.add_argument("--ca-optimizer", default="sgd", choices=["sgd", "adam"], help="fine-tune optimiser (default sgd)")
+    p.add_argument("--out", required=True, help="where to write the hardened weights (.safetensors); the record goes beside it (.json)")
+
     p = sub.add_parser("inspect-weights", help="list the tensors of a user checkpoint (.safetensors, or .pt read with weights_only=True)",
                        description="Read a checkpoint without running any code from it (safetensors, or torch.load with "
                                    "weights_only=True, which refuses pickled objects) and list its tensors.")
@@ -324,6 +346,82 @@ def _check_same_data(scenario: Any, meta: dict[str, Any]) -> None:
                           "pass the same --scenario (and --scenario-set) it was trained with")
 
 
+def _user_model(args: argparse.Namespace, scenario: Any) -> Any:
+    """The model named by --module or --arch, with the weights of --checkpoint."""
+    import importlib
+
+    from .errors import ArtifactError, ConfigError
+    from .weights import load_weights
+
+    if args.module:
+        mod_name, _, cls_name = args.module.partition(":")
+        if not mod_name or not cls_name:
+            raise ConfigError(f"--module {args.module!r}: write it as package.module:ClassName")
+        try:
+            cls = getattr(importlib.import_module(mod_name), cls_name)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"--module {args.module}: cannot import it ({exc})") from None
+        try:
+            kwargs = json.loads(args.module_kwargs)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--module-kwargs: not JSON ({exc})") from None
+        if not isinstance(kwargs, dict):
+            raise ConfigError("--module-kwargs: expected a JSON object of keyword arguments")
+        try:
+            model = cls(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"--module {args.module}: cannot build it with {kwargs} ({exc})") from None
+    else:
+        from .models import build_classifier
+        from .pipeline import load_data
+
+        data = load_data(scenario)
+        c, r, _ = data.image_shape
+        t = scenario.target
+        model = build_classifier(args.arch, num_classes=data.num_classes, in_channels=c, resolution=r, width=t.width,
+                                 feature_dim=t.feature_dim)
+    state = load_weights(args.checkpoint)
+    own = model.state_dict()
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        raise ArtifactError(f"{args.checkpoint}: the weights do not fit {type(model).__name__}: missing {missing[:5]}, "
+                            f"unexpected {unexpected[:5]}, shapes {wrong[:5]}")
+    model.load_state_dict(state)
+    return model
+
+
+def cmd_harden(args: argparse.Namespace) -> int:
+    from safetensors.torch import save_file
+
+    from .artifacts import write_file_atomic, write_json_atomic
+    from .harden import harden
+    from .pipeline import load_data
+    from .runtime import versions
+
+    scenario, ws = _setup(args)
+    model = _user_model(args, scenario)
+    data = load_data(scenario)
+    out = Path(args.out)
+    model, record = harden(model, (data.x_train, data.y_train), rank=args.rank, gamma=args.gamma, layer=args.layer,
+                           train=args.train, epochs=args.epochs, lr=args.lr, ca_epochs=args.ca_epochs, ca_lr=args.ca_lr,
+                           ca_optimizer=args.ca_optimizer,
+                           test_data=(data.x_test, data.y_test), seed=_seed(args, scenario), device=ws.device)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    write_file_atomic(out, lambda tmp: save_file(state, str(tmp)))
+    write_json_atomic(out.with_suffix(".json"), {"record": record.to_dict(), "checkpoint": args.checkpoint,
+                                                 "model": args.module or args.arch, "scenario": scenario.to_dict(),
+                                                 "versions": versions()})
+    print(f"replaced {record.layer} ({record.in_features} -> {record.num_classes}) by a rank-{record.rank} head; "
+          f"p* = {record.target_confidence:.3f}")
+    for split in ("train", "test"):
+        b, a = record.before[split], record.after[split]
+        print(f"{split:<6} accuracy {b['accuracy']:.4f} -> {a['accuracy']:.4f}   mean true-class confidence "
+              f"{b['confidence']['mean']:.4f} -> {a['confidence']['mean']:.4f}")
+    print(f"hardened weights {out}  ·  record {out.with_suffix('.json')}  ·  {record.seconds:.1f}s")
+    return 0
+
+
 def cmd_inspect_weights(args: argparse.Namespace) -> int:
     from .weights import load_weights
 
@@ -365,7 +463,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "bench": cmd_bench, "report": cmd_report, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate,
-            "inspect-weights": cmd_inspect_weights, "list": cmd_list}
+            "harden": cmd_harden, "inspect-weights": cmd_inspect_weights, "list": cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
