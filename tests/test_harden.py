@@ -61,6 +61,16 @@ def test_harden_replaces_the_last_linear_and_adapts_confidence() -> None:
     assert [h["stage"] for h in record.history if h["epoch"] is not None] == ["lor"] * 20 + ["ca"] * 8
 
 
+def test_harden_all_trains_a_model_that_arrives_frozen() -> None:
+    x, y = toy_data(24)
+    model = TinyNet()
+    before = {k: v.clone() for k, v in model.body.state_dict().items()}
+    for p in model.parameters():
+        p.requires_grad_(False)  # as calor.make_oracle leaves a target
+    hardened, _ = calor.harden(model, (x, y), rank=4, epochs=1, ca_epochs=0)
+    assert not torch.equal(before["0.weight"], hardened.body.state_dict()["0.weight"])
+
+
 def test_harden_head_only_keeps_the_backbone() -> None:
     x, y = toy_data()
     model = trained(x, y)

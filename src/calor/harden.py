@@ -124,7 +124,10 @@ def harden(model: nn.Module, train_data: Any, *, rank: int | None = None, gamma:
     head = LowRankHead(d, r, c, activation).to(dev)
     _replace(model, name, head)
     hooks = []
-    if train == "head":
+    if train == "all":  # every weight trains, even if the model arrives frozen (e.g. from an oracle)
+        for p in model.parameters():
+            p.requires_grad_(True)
+    else:
         for module in model.modules():
             if not any(module is m for m in head.modules()):
                 for p in module.parameters(recurse=False):
