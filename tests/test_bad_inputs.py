@@ -5,11 +5,9 @@ from __future__ import annotations
 import copy
 import errno
 import hashlib
-import os
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
