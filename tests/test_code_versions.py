@@ -69,7 +69,10 @@ def test_a_stale_artifact_is_reported_and_rebuilt(tiny_scenario, tmp_path: Path,
     assert stale_modules(None, {"training.py": 1})
 
 
-def test_a_stale_bench_cell_is_recomputed(tiny_scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stale_bench_cell_is_recomputed(tiny_scenario, tiny_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from calor.cli import main
+
     ws = Workspace(cache=tmp_path / "cache", packaged=False)
     plan = plan_bench(tiny_scenario, ["none"], ["gmi"], [0], {})
     out = tmp_path / "bench"
@@ -78,7 +81,11 @@ def test_a_stale_bench_cell_is_recomputed(tiny_scenario, tmp_path: Path, monkeyp
     before = json.loads(cell.read_text())
     run_bench(plan, out=out, ws=ws, show=False, calibrate=False)
     assert json.loads(cell.read_text()) == before  # current: skipped
+    dry = ["bench", "--scenario", str(tiny_yaml), "--defenses", "none", "--attacks", "gmi", "--seed", "0", "--seeds", "1",
+           "--out", str(out), "--cache", str(tmp_path / "cache"), "--dry-run", "--quiet"]
+    assert main(dry) == 0 and "seed 0  done" in capsys.readouterr().out
     bump_in_memory(monkeypatch, "attacks/gmi.py")
+    assert main(dry) == 0 and "seed 0  stale" in capsys.readouterr().out  # the plan says it will be recomputed
     run_bench(plan, out=out, ws=ws, show=False, calibrate=False)
     after = json.loads(cell.read_text())
     assert after["code"]["attacks/gmi.py"] == before["code"]["attacks/gmi.py"] + 1

@@ -174,7 +174,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_protocol, estimate_seconds, finished_cells, parse_sweeps, plan_bench, run_bench, split_specs
+    from .bench import (bench_protocol, cell_staleness, estimate_seconds, finished_cells, parse_sweeps, plan_bench, run_bench,
+                        split_specs)
     from .locking import directory_lock
     from .report import cells_table, plain_table, text_table, write_report
 
@@ -193,10 +194,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/bench-{scenario.name}")
     if args.dry_run:
         done = finished_cells(out)
+        statuses = []
         for i, c in enumerate(plan.cells, 1):
-            status = "done" if c.cell_id(scenario) in done else "todo"
+            row = done.get(c.cell_id(scenario))
+            status = "todo" if row is None else ("stale" if cell_staleness(c, row) else "done")  # stale: recomputed
+            statuses.append(status)
             print(f"{i:>3}  {c.label:<28} {c.attack_label:<18} seed {c.seed}  {status}")
-        print(f"{len(plan.cells)} cells ({sum(c.cell_id(scenario) in done for c in plan.cells)} done); "
+        print(f"{len(plan.cells)} cells ({statuses.count('done')} done, {statuses.count('stale')} stale); "
               f"estimated cold run on 2 CPU cores: ~{estimate_seconds(plan) / 60:.0f} min (cached artifacts make it shorter)")
         return 0
     t0 = time.perf_counter()
