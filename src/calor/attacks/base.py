@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Iterator, Protocol
 
 import torch
 
-from ..checkpoint import Checkpointer, no_checkpoints
+from ..checkpoint import Checkpointer, no_checkpoints, resume_loop, snapshot_loop
 from ..config import from_dict, to_dict
 from ..errors import ThreatModelError
 from ..registry import Registry
@@ -139,9 +140,35 @@ class NoConfig:
 RESUMED = "resumed_from_checkpoint"
 
 
-def resumed_extras(saved: dict[str, Any]) -> dict[str, Any]:
-    """The extras entry a search resumed from a snapshot returns (see `Attack.run`); {} for a fresh one."""
-    return {RESUMED: {"queries": int(saved["queries"]), "seconds": float(saved["seconds"])}} if saved else {}
+class SearchProgress:
+    """The resumable part of a latent search, shared by GMI, KED-MI and PLG-MI: it restores `parts` (the
+    latents or distributions and their optimiser) and the RNG from the checkpoint `Attack.run` was handed,
+    yields the steps still to do, and snapshots before each of them when one is due, with the trajectory,
+    the loop's own `extra` values and the queries and seconds spent so far."""
+
+    def __init__(self, attack: "Attack", oracle: LabelOnlyOracle, parts: dict[str, Any], gen: torch.Generator,
+                 iterations: int) -> None:
+        self.ckpt, self.oracle, self.parts, self.gen, self.iterations = attack.checkpoint, oracle, parts, gen, iterations
+        self.start, self.saved = resume_loop(self.ckpt, parts, gen)
+        self.trajectory: list[torch.Tensor] = self.saved.get("trajectory", [])
+        self.extra: dict[str, Any] = self.saved.get("extra", {})
+        self._t0 = time.perf_counter() - self.saved.get("seconds", 0.0)
+        self._q0 = oracle.queries - self.saved.get("queries", 0)
+
+    def steps(self) -> Iterator[int]:
+        for it in range(self.start, self.iterations):
+            if it > self.start:
+                snapshot_loop(self.ckpt, it, self.iterations, self.parts, self.gen,
+                              {"trajectory": self.trajectory, "extra": self.extra, "seconds": time.perf_counter() - self._t0,
+                               "queries": self.oracle.queries - self._q0})
+            yield it
+
+    def resumed(self) -> dict[str, Any]:
+        """The extras entry of a search resumed from a snapshot (`Attack.run` adds its queries and seconds);
+        {} for a fresh one."""
+        if not self.saved:
+            return {}
+        return {RESUMED: {"queries": int(self.saved["queries"]), "seconds": float(self.saved["seconds"])}}
 
 
 class Attack:
@@ -155,6 +182,7 @@ class Attack:
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.Config()
+        self.checkpoint = no_checkpoints()  # the one `run` was handed, for the duration of the run
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any] | None = None) -> "Attack":
@@ -175,9 +203,6 @@ class Attack:
             checkpoint: Checkpointer | None = None) -> Reconstructions:
         """Reconstruct `per_class` images for every class in `classes`. With a `checkpoint`, an attack whose
         search is long snapshots it and resumes an interrupted run (its queries and seconds included)."""
-        import time
-
-        self.check_access(oracle)
         start_queries = oracle.queries
         gen = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()

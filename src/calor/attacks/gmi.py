@@ -17,17 +17,15 @@ momentum step, so the gradient's size no longer matters, only its direction), `a
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import no_checkpoints, resume_loop, snapshot_loop
 from ..errors import collect
 from ..progress import task
-from .base import ATTACKS, Attack, PriorStore, Reconstructions, batch_objective, initial_latents, resumed_extras, snapshot_steps
+from .base import ATTACKS, Attack, PriorStore, Reconstructions, SearchProgress, batch_objective, initial_latents, snapshot_steps
 from .priors import GanPrior
 from .oracle import LabelOnlyOracle, ThreatModel, WhiteBoxOracle
 
@@ -102,19 +100,12 @@ class GMI(Attack):
         y = torch.tensor(classes, dtype=torch.long).repeat_interleave(per_class).to(device)
         z = initial_latents(gen.initial_seed(), classes, per_class, G.z_dim).clamp_(-cfg.clamp, cfg.clamp).to(device).requires_grad_(True)
         opt = make_latent_optimizer(z, cfg.update, cfg.lr, cfg.momentum)
-        snaps, trajectory = snapshot_steps(iterations), []
-        # a long search snapshots its latents, optimiser and RNG states (the checkpoint `run` was handed)
-        ckpt = getattr(self, "checkpoint", None) or no_checkpoints()
-        parts = {"z": z, "opt": opt}
-        start, saved = resume_loop(ckpt, parts, gen)
-        trajectory = saved.get("trajectory", trajectory)
-        t0, q0 = time.perf_counter() - saved.get("seconds", 0.0), oracle.queries - saved.get("queries", 0)
+        snaps = snapshot_steps(iterations)
+        progress = SearchProgress(self, oracle, {"z": z, "opt": opt}, gen, iterations)
+        trajectory = progress.trajectory
         with task(f"attack {self.name}", iterations) as advance:
-            advance(start)
-            for it in range(start, iterations):
-                if it > start:
-                    snapshot_loop(ckpt, it, iterations, parts, gen, {"trajectory": trajectory, "seconds": time.perf_counter() - t0,
-                                                                     "queries": oracle.queries - q0})
+            advance(progress.start)
+            for it in progress.steps():
                 if it in snaps:
                     trajectory.append(z.detach().cpu().clone())
                 fake = G(z)
@@ -135,5 +126,5 @@ class GMI(Attack):
             images = G(z).cpu()
         return Reconstructions(images=images, labels=y.cpu(), latents=z.detach().cpu(),
                                extras={"final_identity_loss": iden_loss.mean().item(), "final_prior_loss": prior_loss.mean().item(),
-                                       "iterations": iterations, **resumed_extras(saved)},
+                                       "iterations": iterations, **progress.resumed()},
                                trajectory=torch.stack(trajectory), decode=lambda z_, y_: G(z_))

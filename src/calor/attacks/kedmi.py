@@ -54,7 +54,7 @@ from ..checkpoint import Checkpointer, no_checkpoints, resume_loop, snapshot_loo
 from ..errors import collect
 from ..models.gan import Generator, downsampling_layers
 from ..progress import task
-from .base import ATTACKS, Attack, PriorStore, Reconstructions, batch_objective, initial_latents, resumed_extras, snapshot_steps
+from .base import ATTACKS, Attack, PriorStore, Reconstructions, SearchProgress, batch_objective, initial_latents, snapshot_steps
 from .oracle import LabelOnlyOracle, ThreatModel, WhiteBoxOracle
 from .surrogates import budget_of, soft_cross_entropy, soft_labels
 
@@ -300,18 +300,12 @@ class KEDMI(Attack):
         y_step = y.repeat_interleave(cfg.samples_per_step)
         # the reconstructions' noise, fixed per (seed, class, restart): the trajectory replays the same draws
         eps = initial_latents(gen.initial_seed(), classes, per_class, G.z_dim).to(device)
-        snaps, trajectory = snapshot_steps(iterations), []
-        ckpt = getattr(self, "checkpoint", None) or no_checkpoints()  # the one `run` was handed
-        parts = {"mu": mu, "log_var": log_var, "opt": opt}
-        start, saved = resume_loop(ckpt, parts, gen)
-        trajectory = saved.get("trajectory", trajectory)
-        t0, q0 = time.perf_counter() - saved.get("seconds", 0.0), oracle.queries - saved.get("queries", 0)
+        snaps = snapshot_steps(iterations)
+        progress = SearchProgress(self, oracle, {"mu": mu, "log_var": log_var, "opt": opt}, gen, iterations)
+        trajectory = progress.trajectory
         with task(f"attack {self.name}", iterations) as advance:
-            advance(start)
-            for it in range(start, iterations):
-                if it > start:
-                    snapshot_loop(ckpt, it, iterations, parts, gen, {"trajectory": trajectory, "seconds": time.perf_counter() - t0,
-                                                                     "queries": oracle.queries - q0})
+            advance(progress.start)
+            for it in progress.steps():
                 if it in snaps:
                     trajectory.append(self._reparameterise(mu, log_var, per_class, eps).detach().cpu())
                 fake = G(self._sample(mu, log_var, cfg.samples_per_step, gen))
@@ -333,4 +327,4 @@ class KEDMI(Attack):
                                trajectory=torch.stack(trajectory), decode=lambda z_, y_: G(z_),
                                extras={"final_identity_loss": iden_loss.mean().item(), "final_prior_loss": prior_loss.mean().item(),
                                        "iterations": iterations, "mean_latent_std": std.mean().item(),
-                                       "latent_std_by_class": std.mean(1).tolist(), **resumed_extras(saved)})
+                                       "latent_std_by_class": std.mean(1).tolist(), **progress.resumed()})

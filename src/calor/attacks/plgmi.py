@@ -50,7 +50,7 @@ from ..errors import ConfigError, collect
 from ..models.cgan import ConditionalGenerator, ProjectionDiscriminator
 from ..progress import task
 from .augment import DiffAugment
-from .base import ATTACKS, Attack, PriorStore, Reconstructions, batch_objective, initial_latents, resumed_extras, snapshot_steps
+from .base import ATTACKS, Attack, PriorStore, Reconstructions, SearchProgress, batch_objective, initial_latents, snapshot_steps
 from .losses import margin, max_margin_loss
 from .oracle import ThreatModel, WhiteBoxOracle
 from .surrogates import budget_of, soft_labels
@@ -249,18 +249,12 @@ class PLGMI(Attack):
         y = torch.tensor(classes, dtype=torch.long).repeat_interleave(per_class).to(device)
         z = initial_latents(gen.initial_seed(), classes, per_class, G.z_dim).to(device).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=cfg.lr)
-        snaps, trajectory = snapshot_steps(iterations), []
-        ckpt = getattr(self, "checkpoint", None) or no_checkpoints()  # the one `run` was handed
-        parts = {"z": z, "opt": opt}
-        start, saved = resume_loop(ckpt, parts, gen)
-        trajectory, first = saved.get("trajectory", trajectory), saved.get("first")
-        t0, q0 = time.perf_counter() - saved.get("seconds", 0.0), oracle.queries - saved.get("queries", 0)
+        snaps = snapshot_steps(iterations)
+        progress = SearchProgress(self, oracle, {"z": z, "opt": opt}, gen, iterations)
+        trajectory = progress.trajectory
         with task(f"attack {self.name}", iterations) as advance:
-            advance(start)
-            for it in range(start, iterations):
-                if it > start:
-                    snapshot_loop(ckpt, it, iterations, parts, gen, {"trajectory": trajectory, "first": first,
-                                                                     "seconds": time.perf_counter() - t0, "queries": oracle.queries - q0})
+            advance(progress.start)
+            for it in progress.steps():
                 if it in snaps:
                     trajectory.append(z.detach().cpu().clone())
                 fake = G(z, y)
@@ -269,7 +263,7 @@ class PLGMI(Attack):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                first = per_sample.mean().item() if first is None else first
+                progress.extra.setdefault("first", per_sample.mean().item())  # the starting loss, kept across a resume
                 if it % 50 == 0:
                     advance(min(50, iterations - it), info=f"margin loss {per_sample.mean().item():.3f}")
         trajectory.append(z.detach().cpu().clone())
@@ -278,7 +272,7 @@ class PLGMI(Attack):
             final_margin = margin(oracle.logits(images), y)  # un-augmented, for the record (N queries)
         return Reconstructions(images=images.cpu(), labels=y.cpu(), latents=z.detach().cpu(),
                                trajectory=torch.stack(trajectory), decode=lambda z_, y_: G(z_, y_.to(z_.device)),
-                               extras={"iterations": iterations, "initial_identity_loss": first,
+                               extras={"iterations": iterations, "initial_identity_loss": progress.extra["first"],
                                        "final_identity_loss": per_sample.mean().item(), "final_margin_mean": final_margin.mean().item(),
                                        "final_top1_rate": (final_margin > 0).float().mean().item(), "cgan": prior.meta,
-                                       **resumed_extras(saved)})
+                                       **progress.resumed()})
