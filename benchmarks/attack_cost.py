@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from calor import Workspace, build_attack, configure_threads, load_scenario, make_oracle, progress, train_target
-from calor.pipeline import Priors, load_data
+from calor.prior_store import Priors
+from calor.scenario_data import load_data
 from calor.runtime import cpu_model, resolve_device
 
 GRADIENT = ["gmi", "kedmi", "plgmi", "lomma-gmi", "lomma-kedmi", "adaptive-pstar", "adaptive-logit", "adaptive-bpda"]

@@ -22,7 +22,8 @@ CHILD = r"""
 import json, resource, sys, time, statistics
 import torch
 from calor import build_defense, configure_threads, load_scenario
-from calor.pipeline import _build, _model_spec, defense_settings, load_data
+from calor.targets import build_model, model_spec, defense_settings
+from calor.scenario_data import load_data
 from calor.training import train_classifier
 from calor.runtime import resolve_device
 name, scenario, epochs, threads, device = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
@@ -33,7 +34,7 @@ defense = build_defense(name, settings)
 arch = defense.architectures[0] if defense.architectures else sc.target.arch
 sc = sc.with_overrides({"target.arch": arch})
 data = load_data(sc)
-model = _build(_model_spec(data, sc.target), defense)
+model = build_model(model_spec(data, sc.target), defense)
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 history = train_classifier(model, defense, data.x_train, data.y_train, sc.target, public=(data.x_public, data.y_public),
                            device=resolve_device(device), seed=0)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from calor import ConfigError, Workspace, attack_target, load_scenario, train_target
-from calor.pipeline import train_judges
+from calor.targets import train_judges
 from calor.progress import set_enabled
 
 CA_SETTINGS = [

@@ -52,7 +52,8 @@ def test_pstar_estimator_is_the_median_of_per_class_top_k_medians() -> None:
 
 
 def test_pstar_pulls_true_confidence_towards_p_target(tiny_scenario, tmp_path) -> None:
-    from calor.pipeline import Priors, Workspace
+    from calor.prior_store import Priors
+    from calor.workspace import Workspace
 
     oracle = make_oracle(tiny_target(), ThreatModel.WHITE_BOX, 3, (1, 16, 16))
     store = Priors(tiny_scenario, 0, Workspace(cache=tmp_path / "cache"), target_hash="t1")
@@ -172,7 +173,8 @@ def test_bpda_runs_other_white_box_bases_through_the_straight_through_copy() -> 
 # ---------- adaptive-surrogate ----------
 
 def test_surrogate_attack_is_black_box_and_caches_its_distillation(tiny_scenario, tmp_path, monkeypatch) -> None:
-    from calor.pipeline import Priors, Workspace
+    from calor.prior_store import Priors
+    from calor.workspace import Workspace
 
     oracle = make_oracle(tiny_target(low_rank=True), ThreatModel.BLACK_BOX, 3, (1, 16, 16))
     assert isinstance(oracle, BlackBoxOracle) and not isinstance(oracle, WhiteBoxOracle)  # no gradients to use

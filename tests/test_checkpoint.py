@@ -18,7 +18,9 @@ import yaml
 from calor import load_scenario
 from calor.artifacts import load_artifact
 from calor.checkpoint import Checkpointer, flatten, unflatten
-from calor.pipeline import Priors, Workspace, train_target
+from calor.prior_store import Priors
+from calor.workspace import Workspace
+from calor.targets import train_target
 from calor.errors import ConfigError
 
 from .conftest import TINY
@@ -26,7 +28,8 @@ from .conftest import TINY
 GAN_SCRIPT = """
 import sys
 from calor import load_scenario
-from calor.pipeline import Priors, Workspace
+from calor.prior_store import Priors
+from calor.workspace import Workspace
 from calor.runtime import configure_threads
 configure_threads(1)
 scenario = load_scenario(sys.argv[1])

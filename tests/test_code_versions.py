@@ -10,7 +10,9 @@ import pytest
 
 from calor import versioning
 from calor.bench import plan_bench, run_bench
-from calor.pipeline import Workspace, attack_target, train_judges, train_target
+from calor.workspace import Workspace
+from calor.attack_runs import attack_target
+from calor.targets import train_judges, train_target
 from calor.versioning import check, closure, normalized_source, stale_modules
 
 
@@ -95,7 +97,7 @@ def test_a_shared_attack_prior_is_not_stale_for_another_attack_that_uses_it(tiny
     """KED-MI's GAN is built by kedmi.py whichever attack asks for it (kedmi or lomma-kedmi): one artifact."""
     from calor import build_attack, build_classifier, make_oracle
     from calor.attacks import ThreatModel
-    from calor.pipeline import Priors
+    from calor.prior_store import Priors
 
     torch_model = build_classifier("cnn", num_classes=3, in_channels=1, resolution=16, width=4, feature_dim=8)
     ws = Workspace(cache=tmp_path / "cache", packaged=False)

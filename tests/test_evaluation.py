@@ -10,7 +10,7 @@ from calor.diagnostics import gradient_path
 from calor.evaluation import CALIBRATION_SETS, Judge, calibration_images, judge_images, verdicts
 from calor.errors import MetricError
 from calor.models import Critic, Generator, LowRankHead
-from calor.pipeline import load_data
+from calor.scenario_data import load_data
 
 
 class FixedLogits(nn.Module):
@@ -128,7 +128,8 @@ def test_private_features_are_computed_once_per_judge_artifact(tiny_scenario) ->
 
 def test_a_cached_run_reports_the_threads_it_was_computed_with(tiny_scenario, tmp_path) -> None:
     from calor import Workspace, attack_target, configure_threads, train_target
-    from calor.pipeline import result_row, train_judges
+    from calor.rows import result_row
+    from calor.targets import train_judges
 
     ws = Workspace(cache=tmp_path)
     try:

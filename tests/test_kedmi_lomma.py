@@ -176,7 +176,8 @@ def test_lomma_gmi_lowers_its_loss() -> None:
 
 @pytest.fixture
 def tiny_priors(tiny_scenario, tmp_path):
-    from calor.pipeline import Priors, Workspace
+    from calor.prior_store import Priors
+    from calor.workspace import Workspace
 
     def make() -> Priors:
         return Priors(tiny_scenario, 0, Workspace(cache=tmp_path / "cache"), target_hash="tgt0")
@@ -204,7 +205,7 @@ def test_kedmi_prior_is_cached_per_target_with_its_queries(tiny_priors, tiny_sce
     for a, b in zip(first.generator.state_dict().values(), second.generator.state_dict().values()):
         assert torch.equal(a.cpu(), b.cpu())
     # another target gets its own prior
-    from calor.pipeline import Priors
+    from calor.prior_store import Priors
 
     other = Priors(tiny_scenario, 0, again.ws, target_hash="tgt1")
     attack.prepare(oracle, other)

@@ -92,7 +92,8 @@ def test_plgmi_attack_lowers_the_margin_loss_and_counts_queries() -> None:
 
 
 def test_plgmi_prior_is_cached_per_target_with_its_queries(tiny_scenario, tmp_path, monkeypatch) -> None:
-    from calor.pipeline import Priors, Workspace
+    from calor.prior_store import Priors
+    from calor.workspace import Workspace
 
     ws = Workspace(cache=tmp_path / "cache")
     oracle = make_oracle(tiny_target(), ThreatModel.WHITE_BOX, 3, (1, 16, 16))

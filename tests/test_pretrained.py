@@ -6,7 +6,9 @@ from pathlib import Path
 
 from calor import Workspace, load_scenario, train_evaluation_model
 from calor.defenses import DEFENSES
-from calor.pipeline import Priors, classifier_code, evaluation_model_key, gan_key, judge_specs, train_judges
+from calor.prior_store import Priors, gan_key
+from calor.workspace import classifier_code
+from calor.targets import evaluation_model_key, judge_specs, train_judges
 from calor.pretrained import STORE, shipped
 
 

@@ -163,7 +163,8 @@ def test_balanced_indices_resample_every_present_class() -> None:
 
 
 def test_lokt_label_only_surrogates_are_cached_and_attacked(tiny_scenario, tmp_path: Path) -> None:
-    from calor.pipeline import Priors, Workspace
+    from calor.prior_store import Priors
+    from calor.workspace import Workspace
     from calor.attacks.lokt import LOKTPrior
 
     ws = Workspace(cache=tmp_path / "cache")

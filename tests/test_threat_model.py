@@ -20,7 +20,8 @@ import calor.attacks as attacks_pkg
 from calor import build_classifier, make_oracle
 from calor.attacks import ATTACKS, ThreatModel
 from calor.attacks.oracle import DerivedWhiteBoxOracle
-from calor.pipeline import Priors, Workspace
+from calor.prior_store import Priors
+from calor.workspace import Workspace
 from calor.scenario import Scenario
 
 ATTACKS_DIR = Path(attacks_pkg.__file__).parent
@@ -189,7 +190,7 @@ def test_no_attack_reaches_outside_its_oracle_and_public_data() -> None:
     ("x = oracle._logits_nograd(images)", "private attribute"),
     ("x = priors.gan.__self__.scenario", "dunder attribute .__self__"),
     ("x = oracle.label.__func__.__globals__", "dunder attribute"),
-    ("from ..pipeline import load_data", "import from calor.pipeline"),
+    ("from ..scenario_data import load_data", "import from calor.scenario_data"),
     ("from calor.data.splits import make_splits", "import from calor.data"),
     ("from .oracle import _HIDDEN", "private name _HIDDEN"),
     ("import gc", "import gc"),

@@ -1,7 +1,7 @@
 import torch
 
 from calor import Workspace, load_classifier, train_target
-from calor.pipeline import load_data
+from calor.scenario_data import load_data
 
 
 def test_calor_target_records_confidence_per_stage(tiny_scenario, tmp_path) -> None:
@@ -53,12 +53,12 @@ def test_a_non_finite_loss_stops_training_with_a_clear_error(tiny_scenario) -> N
 def test_every_stage_trains_on_channels_last_batches(tiny_scenario) -> None:
     """Un-augmented stages (CA fine-tune) get the same fast layout as augmented ones."""
     from calor import build_defense
-    from calor.pipeline import _build, _model_spec
+    from calor.targets import build_model, model_spec
     from calor.training import train_classifier
 
     data = load_data(tiny_scenario)
     defense = build_defense("calor", {"rank": 2, "ca_epochs": 1, "ca_lr": 0.001})
-    model = _build(_model_spec(data, tiny_scenario.target), defense)
+    model = build_model(model_spec(data, tiny_scenario.target), defense)
     seen: list[tuple[str, bool]] = []
     model.register_forward_pre_hook(lambda m, inp: seen.append((m.training, inp[0].stride(1) == 1)))
     train_classifier(model, defense, data.x_train, data.y_train, tiny_scenario.target, device=torch.device("cpu"), seed=0)

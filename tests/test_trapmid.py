@@ -12,7 +12,7 @@ from calor.defenses import build_defense
 from calor.defenses.base import Stage
 from calor.defenses.trapmid import TrapdoorTriggers, blend
 from calor.models.classifiers import build_classifier
-from calor.pipeline import load_classifier
+from calor.targets import load_classifier
 
 SPEC = {"arch": "cnn", "num_classes": 3, "in_channels": 1, "resolution": 16, "width": 4, "feature_dim": 8}
 STAGE = Stage("train", 1)

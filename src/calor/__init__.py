@@ -14,17 +14,19 @@ __version__ = "0.1.0"
 from .attacks import ATTACKS, ThreatModel, build_attack, make_oracle  # noqa: E402
 from .defenses import DEFENSES, build_defense, ca_target_confidence, confidence_adaptation_loss  # noqa: E402
 from .harden import HardenRecord, harden  # noqa: E402
+from .audit import AuditResult, audit  # noqa: E402
 from .errors import ArtifactError, CalorError, ConfigError, DataError, MetricError, ThreatModelError  # noqa: E402
 from .models import CLASSIFIERS, LowRankHead, affected_convs, build_classifier, make_conv_safe  # noqa: E402
-from .pipeline import (  # noqa: E402
-    AttackRun, TrainedClassifier, Workspace, attack_target, load_classifier, load_data, train_evaluation_model, train_target,
-)
+from .attack_runs import AttackRun, attack_target  # noqa: E402
+from .scenario_data import load_data  # noqa: E402
+from .targets import TrainedClassifier, load_classifier, train_evaluation_model, train_target  # noqa: E402
+from .workspace import Workspace  # noqa: E402
 from .runtime import configure_threads  # noqa: E402
 from .scenario import Scenario, builtin_scenarios, load_scenario  # noqa: E402
 from .weights import load_weights  # noqa: E402
 
 __all__ = [
-    "ATTACKS", "ArtifactError", "HardenRecord", "AttackRun", "CLASSIFIERS", "CalorError", "ConfigError", "DEFENSES", "DataError",
+    "ATTACKS", "ArtifactError", "AuditResult", "audit", "HardenRecord", "AttackRun", "CLASSIFIERS", "CalorError", "ConfigError", "DEFENSES", "DataError",
     "LowRankHead", "MetricError", "Scenario", "ThreatModel", "ThreatModelError", "TrainedClassifier", "Workspace",
     "affected_convs", "attack_target", "build_attack", "build_classifier", "build_defense", "builtin_scenarios",
     "ca_target_confidence", "confidence_adaptation_loss", "configure_threads", "harden", "load_classifier", "load_data",

@@ -22,7 +22,11 @@ from .defenses import DEFENSES
 from .errors import ConfigError
 from .attacks.oracle import ThreatModel
 from .evaluation import CALIBRATION_SETS
-from .pipeline import Workspace, attack_code, attack_target, classifier_code, calibration_row, data_key, load_data, result_row, train_judges, train_target
+from .workspace import Workspace, attack_code, classifier_code
+from .attack_runs import attack_target
+from .rows import calibration_row, result_row
+from .scenario_data import data_key, load_data
+from .targets import train_judges, train_target
 from .locking import directory_lock
 from .progress import console, log
 from .report import reconstruction_grid

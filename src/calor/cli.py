@@ -121,6 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-optimizer", default="sgd", choices=["sgd", "adam"], help="fine-tune optimiser (default sgd)")
     p.add_argument("--out", required=True, help="where to write the hardened weights (.safetensors); the record goes beside it (.json)")
 
+    p = sub.add_parser("audit", help="measure what classifier checkpoints of your own leak to model inversion (calor.audit)",
+                       description="Load your classifier (--module pkg.mod:Class, or a calor --arch) with the weights in "
+                                   "--checkpoint (and each --compare checkpoint: e.g. its `calor harden` output), attack each "
+                                   "with the same prior, judge and latent initialisations, using the scenario's private, test "
+                                   "and public splits, and write report.md, results.json, reconstructions and grids to --out.")
+    _common(p)
+    p.add_argument("--checkpoint", required=True, help="the baseline model's weights (.safetensors, or a state dict read with weights_only=True)")
+    model_src = p.add_mutually_exclusive_group(required=True)
+    model_src.add_argument("--module", help="your model class as pkg.module:Class (importable from here)")
+    model_src.add_argument("--arch", help="a calor classifier (see `calor list models`), built with the scenario's target sizes")
+    p.add_argument("--module-kwargs", default="{}", help="JSON keyword arguments for --module's class (default {})")
+    p.add_argument("--compare", action="append", default=[], metavar="CHECKPOINT",
+                   help="another checkpoint of the same class to audit beside the baseline (repeatable); a `calor harden` "
+                        "output is recognised by its JSON record")
+    p.add_argument("--attacks", default="gmi", help="comma-separated attacks (default gmi; see `calor list attacks`)")
+    p.add_argument("--per-class", type=int, default=None, help="reconstructions per class (default: the scenario's)")
+    p.add_argument("--iterations", type=int, default=None, help="latent-search iterations (default: the scenario's)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds of the latent initialisations (default: --seed)")
+    p.add_argument("--out", required=True, help="output directory for report.md, results.json, reconstructions and grids")
+
     p = sub.add_parser("inspect-weights", help="list the tensors of a user checkpoint (.safetensors, or .pt read with weights_only=True)",
                        description="Read a checkpoint without running any code from it (safetensors, or torch.load with "
                                    "weights_only=True, which refuses pickled objects) and list its tensors.")
@@ -134,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
     from . import progress
     from .config import parse_assignments
-    from .pipeline import Workspace
+    from .workspace import Workspace
     from .runtime import configure_threads, resolve_device
     from .scenario import load_scenario
 
@@ -246,7 +266,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     plan = plan_bench(scenario, defenses, attacks, sorted({r["seed"] for r in rows}), saved.get("sweeps") or {})
     missing = 0 if args.all else len(saved["cells"]) - len(rows)
     if args.redraw_grids:
-        from .pipeline import load_data
+        from .scenario_data import load_data
 
         print(f"redrew {redraw_grids(out, rows, load_data(scenario))} reconstruction grids")
     rows += [r for r in stored_calibration(out) if r["seed"] in {c.seed for c in plan.cells}]
@@ -261,7 +281,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import parse_assignments
-    from .pipeline import train_judges, train_target
+    from .targets import train_judges, train_target
 
     scenario, ws = _setup(args)
     if args.evaluation_model:
@@ -288,7 +308,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_attack(args: argparse.Namespace) -> int:
     from .config import parse_assignments
     from .artifacts import write_json_atomic
-    from .pipeline import attack_request, attack_target, load_classifier, load_data, result_row, train_judges, train_target
+    from .attack_runs import attack_request, attack_target
+    from .targets import load_classifier, train_judges, train_target
+    from .scenario_data import load_data
+    from .rows import result_row
     from .report import reconstruction_grid, text_table
 
     scenario, ws = _setup(args)
@@ -323,7 +346,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics.accuracy import natural_accuracy
     from .metrics.confidence import confidence_summary, true_class_confidence
-    from .pipeline import load_classifier, load_data
+    from .targets import load_classifier
+    from .scenario_data import load_data
 
     scenario, ws = _setup(args)
     trained = load_classifier(args.target, ws.device)
@@ -342,7 +366,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _check_same_data(scenario: Any, meta: dict[str, Any]) -> None:
     from .errors import ConfigError
-    from .pipeline import data_key
+    from .scenario_data import data_key
 
     recorded = {"data": meta.get("key", {}).get("data"), "resolution": meta.get("key", {}).get("resolution")}
     if recorded != data_key(scenario):
@@ -350,8 +374,9 @@ def _check_same_data(scenario: Any, meta: dict[str, Any]) -> None:
                           "pass the same --scenario (and --scenario-set) it was trained with")
 
 
-def _user_model(args: argparse.Namespace, scenario: Any) -> Any:
-    """The model named by --module or --arch, with the weights of --checkpoint."""
+def _user_model(args: argparse.Namespace, scenario: Any, checkpoint: str | None = None) -> Any:
+    """The model named by --module or --arch, with the weights of `checkpoint` (default --checkpoint). A
+    checkpoint written by `calor harden` (its JSON record beside it) gets the low-rank head first."""
     import importlib
 
     from .errors import ArtifactError, ConfigError
@@ -377,19 +402,29 @@ def _user_model(args: argparse.Namespace, scenario: Any) -> Any:
             raise ConfigError(f"--module {args.module}: cannot build it with {kwargs} ({exc})") from None
     else:
         from .models import build_classifier
-        from .pipeline import load_data
+        from .scenario_data import load_data
 
         data = load_data(scenario)
         c, r, _ = data.image_shape
         t = scenario.target
         model = build_classifier(args.arch, num_classes=data.num_classes, in_channels=c, resolution=r, width=t.width,
                                  feature_dim=t.feature_dim)
-    state = load_weights(args.checkpoint)
+    checkpoint = checkpoint or args.checkpoint
+    record_file = Path(checkpoint).with_suffix(".json")
+    if record_file.is_file():
+        from .harden import restore_head
+
+        try:
+            record = json.loads(record_file.read_text())["record"]
+            restore_head(model, record["layer"], int(record["rank"]), record.get("activation", "tanh"))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"{record_file}: not a `calor harden` record ({exc})") from None
+    state = load_weights(checkpoint)
     own = model.state_dict()
     missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
     if missing or unexpected or wrong:
-        raise ArtifactError(f"{args.checkpoint}: the weights do not fit {type(model).__name__}: missing {missing[:5]}, "
+        raise ArtifactError(f"{checkpoint}: the weights do not fit {type(model).__name__}: missing {missing[:5]}, "
                             f"unexpected {unexpected[:5]}, shapes {wrong[:5]}")
     model.load_state_dict(state)
     return model
@@ -400,7 +435,7 @@ def cmd_harden(args: argparse.Namespace) -> int:
 
     from .artifacts import write_file_atomic, write_json_atomic
     from .harden import harden
-    from .pipeline import load_data
+    from .scenario_data import load_data
     from .runtime import versions
 
     scenario, ws = _setup(args)
@@ -423,6 +458,40 @@ def cmd_harden(args: argparse.Namespace) -> int:
         print(f"{split:<6} accuracy {b['accuracy']:.4f} -> {a['accuracy']:.4f}   mean true-class confidence "
               f"{b['confidence']['mean']:.4f} -> {a['confidence']['mean']:.4f}")
     print(f"hardened weights {out}  ·  record {out.with_suffix('.json')}  ·  {record.seconds:.1f}s")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import audit
+    from .prior_store import Priors
+    from .report import plain_table, results_table
+    from .scenario_data import load_data
+    from .targets import train_judges
+
+    from .errors import ConfigError
+
+    scenario, ws = _setup(args)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [_seed(args, scenario)]
+    except ValueError:
+        raise ConfigError(f"--seeds {args.seeds!r}: write integers separated by commas, e.g. 0,1,2") from None
+    models = {Path(args.checkpoint).stem: _user_model(args, scenario)}
+    for path in args.compare:
+        name = Path(path).stem
+        if name in models:
+            raise ConfigError(f"--compare {path}: a model named {name!r} is already audited; give checkpoints distinct file names")
+        models[name] = _user_model(args, scenario, path)
+    data = load_data(scenario)
+    result = audit(models, (data.x_train, data.y_train), (data.x_public, data.y_public),
+                   [a.strip() for a in args.attacks.split(",") if a.strip()], test_data=(data.x_test, data.y_test),
+                   evaluator=train_judges(scenario, ws), prior=Priors(scenario, seeds[0], ws).gan(),
+                   attacker_model=scenario.target, classes=scenario.attacked_classes(),
+                   per_class=args.per_class or scenario.attack.per_class, iterations=args.iterations or scenario.attack.iterations,
+                   seeds=seeds, device=ws.device)
+    out = result.save(args.out)
+    print(plain_table(*results_table(result.rows, ["attack_acc@1", "attack_acc@1_open", "judge_confidence", "knn_dist"],
+                                     markdown=False, baseline=result.baseline)))
+    print(f"report {out / 'report.md'}  ·  rows {out / 'results.json'}  ·  grids {out / 'grids'}")
     return 0
 
 
@@ -467,7 +536,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "bench": cmd_bench, "report": cmd_report, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate,
-            "harden": cmd_harden, "inspect-weights": cmd_inspect_weights, "list": cmd_list}
+            "harden": cmd_harden, "audit": cmd_audit, "inspect-weights": cmd_inspect_weights, "list": cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

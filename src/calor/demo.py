@@ -7,7 +7,7 @@ from typing import Any
 
 from .bench import bench_protocol, plan_bench, run_bench
 from .locking import directory_lock
-from .pipeline import Workspace
+from .workspace import Workspace
 from .report import write_report
 from .scenario import Scenario
 

@@ -39,6 +39,7 @@ class HardenRecord:
     num_classes: int
     target_confidence: float
     train: str
+    activation: str = "tanh"
     before: dict[str, Any] = field(default_factory=dict)
     after: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -144,5 +145,13 @@ def harden(model: nn.Module, train_data: Any, *, rank: int | None = None, gamma:
     seconds = time.perf_counter() - t0
     after = {"train": _measure(model, x, y, dev), **({"test": _measure(model, *test, dev)} if test else {})}
     model.eval()
-    record = HardenRecord(name, d, r, c, ca_target_confidence(gamma), train, before, after, history, seconds)
+    record = HardenRecord(name, d, r, c, ca_target_confidence(gamma), train, activation, before, after, history, seconds)
     return model, record
+
+
+def restore_head(model: nn.Module, layer: str, rank: int, activation: str = "tanh") -> nn.Module:
+    """Give a freshly built `model` the structure `harden` left it with (layer `layer` replaced by a rank-`rank`
+    low-rank head), so that a hardened checkpoint's weights load into it. Returns the model (changed in place)."""
+    name, old = final_linear(model, layer)
+    _replace(model, name, LowRankHead(old.in_features, rank, old.out_features, activation))
+    return model

@@ -99,7 +99,8 @@ def _natural(cell: list[dict[str, Any]]) -> str:
     return fmt_ms(m, s) if len(per_seed) > 1 else f"{m:.3f}"
 
 
-def results_table(rows: list[dict[str, Any]], columns: list[str] | None = None, markdown: bool = True) -> tuple[list[str], list[list[str]]]:
+def results_table(rows: list[dict[str, Any]], columns: list[str] | None = None, markdown: bool = True,
+                  baseline: str = "none") -> tuple[list[str], list[list[str]]]:
     """One line per (attack, defense) over the published seeds, each metric as estimate [95 % interval]
     (`calor.summary.estimate`); "↓*"/"↑*" = significantly below/above `none` under the same attack (paired,
     Holm-corrected). The floor and ceiling rows follow under attack "calibration"."""
@@ -107,7 +108,7 @@ def results_table(rows: list[dict[str, Any]], columns: list[str] | None = None, 
     cols = [c for c in (columns or [k for k, _ in COLUMNS]) if any(r.get(c) is not None or c in METRIC_SPECS and
                                                                    METRIC_SPECS[c][0] in r.get("per_sample", {}) for r in keep)]
     names = dict(COLUMNS)
-    marks = significance_marks(keep)
+    marks = significance_marks(keep, baseline)
     header = ["attack", "defense", "natural acc", *[names.get(c, c) for c in cols]]
     body = []
     cells = group(keep)
@@ -126,11 +127,11 @@ def text_table(rows: list[dict[str, Any]], width: int | None = None) -> str:
     return plain_table(*results_table(rows, TERMINAL_COLUMNS, markdown=False))
 
 
-def comparisons_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def comparisons_table(rows: list[dict[str, Any]], baseline: str = "none") -> tuple[list[str], list[list[str]]]:
     """Paired differences a - b under the same attack, seeds and latent initialisations."""
     header = ["attack", "a", "b", "metric", "a - b [95% CI]", "p", "pairs (seeds)", "significant (Holm)"]
     body = []
-    for c in comparisons(published(rows)[0]):
+    for c in comparisons(published(rows)[0], baseline=baseline):
         d = 1 if abs(c["difference"]) >= 10 else 3
         body.append([c["attack"], c["a"], c["b"], c["metric"], f"{c['difference']:+.{d}f} [{c['low']:+.{d}f}, {c['high']:+.{d}f}]",
                      f"{c['p_value']:.4f}", f"{c['n_pairs']} ({c['n_seeds']})", "yes" if c["significant_holm"] else "no"])

@@ -99,22 +99,22 @@ def paired(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]], metric: s
     return res | {"seeds": seeds}
 
 
-def comparison_pairs(labels: list[str]) -> list[tuple[str, str]]:
-    """Which defenses to compare under each attack: every defense against `none`, and CALoR against its
-    ablations (what CA adds over LoR alone, what LoR adds over CA alone)."""
-    pairs = [(lab, "none") for lab in labels if lab != "none" and "none" in labels]
+def comparison_pairs(labels: list[str], baseline: str = "none") -> list[tuple[str, str]]:
+    """Which defenses to compare under each attack: every defense against the `baseline` (the undefended
+    target), and CALoR against its ablations (what CA adds over LoR alone, what LoR adds over CA alone)."""
+    pairs = [(lab, baseline) for lab in labels if lab != baseline and baseline in labels]
     pairs += [("calor", other) for other in ("lor", "ca", "ls-ft") if "calor" in labels and other in labels]
     return pairs
 
 
-def comparisons(rows: list[dict[str, Any]], metrics: tuple[str, ...] = COMPARED) -> list[dict[str, Any]]:
+def comparisons(rows: list[dict[str, Any]], metrics: tuple[str, ...] = COMPARED, baseline: str = "none") -> list[dict[str, Any]]:
     """Every paired comparison of the report, Holm-corrected together: one dict per (attack, pair, metric)."""
     cells = group([r for r in rows if not r.get("calibration")])
     attacks = list(dict.fromkeys(a for a, _ in cells))
     out = []
     for attack in attacks:
         labels = [lab for a, lab in cells if a == attack]
-        for a_lab, b_lab in comparison_pairs(labels):
+        for a_lab, b_lab in comparison_pairs(labels, baseline):
             for metric in metrics:
                 res = paired(cells[(attack, a_lab)], cells[(attack, b_lab)], metric)
                 if res is not None:
@@ -125,11 +125,11 @@ def comparisons(rows: list[dict[str, Any]], metrics: tuple[str, ...] = COMPARED)
     return out
 
 
-def significance_marks(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], str]:
-    """(attack, defense, metric) -> "↓*", "↑*" (significantly below / above `none`, Holm-corrected) or ""."""
+def significance_marks(rows: list[dict[str, Any]], baseline: str = "none") -> dict[tuple[str, str, str], str]:
+    """(attack, defense, metric) -> "↓*", "↑*" (significantly below / above the `baseline`, Holm-corrected) or ""."""
     marks = {}
-    for c in comparisons(rows):
-        if c["b"] == "none":
+    for c in comparisons(rows, baseline=baseline):
+        if c["b"] == baseline:
             arrow = "↓" if c["difference"] < 0 else "↑"
             marks[(c["attack"], c["a"], c["metric"])] = f"{arrow}*" if c["significant_holm"] else ""
     return marks

@@ -40,3 +40,15 @@ def as_tensors(data: Any, what: str = "data") -> tuple[torch.Tensor, torch.Tenso
     if y.is_floating_point():
         raise DataError(f"{what}: labels must be integers, got {y.dtype}")
     return x.float(), y.long()
+
+
+def as_images(data: Any, what: str = "data") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images (N, C, H, W) float, with their labels when the data has them: an image tensor alone, or any
+    form `as_tensors` takes."""
+    if isinstance(data, torch.Tensor):
+        if data.dim() != 4:
+            raise DataError(f"{what}: images must be (N, C, H, W), got shape {tuple(data.shape)}")
+        if len(data) == 0:
+            raise DataError(f"{what}: no images")
+        return data.float(), None
+    return as_tensors(data, what)

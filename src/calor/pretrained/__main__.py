@@ -10,7 +10,9 @@ import tempfile
 from pathlib import Path
 
 from ..artifacts import WEIGHTS
-from ..pipeline import Priors, Workspace, train_judges
+from ..prior_store import Priors
+from ..targets import train_judges
+from ..workspace import Workspace
 from ..runtime import configure_threads, versions
 from ..scenario import load_scenario
 from . import STORE, shipped
