@@ -64,15 +64,6 @@ def attack_request(scenario: Scenario, classes: list[int] | None, per_class: int
     return classes, per_class
 
 
-def resolve_attack(name: str, settings: dict[str, Any] | None, iterations: int) -> Attack:
-    """The attack `name` with the user's `settings`; an attack whose `iterations` is left unset gets the
-    run's budget `iterations` (the scenario's attack.iterations): the one place that default is applied."""
-    settings = dict(settings or {})
-    if "iterations" in build_attack(name, settings).config_dict() and settings.get("iterations") is None:
-        settings["iterations"] = iterations
-    return build_attack(name, settings)
-
-
 def reconstruct(attack: Attack, model: nn.Module, num_classes: int, image_shape: tuple[int, ...], store: AttackerStore,
                 classes: list[int], per_class: int, seed: int, checkpoint: Checkpointer | None = None) -> Reconstructions:
     """Run `attack` against `model` through the oracle its threat model allows: build its prior from
@@ -100,7 +91,7 @@ def attack_target(
     scenario's judges. `reference` (the undefended target of the same seed) adds gradient diagnostics
     along the attack's path (`calor.diagnostics`) for attacks that optimise latents."""
     ws = ws or Workspace()
-    atk = resolve_attack(attack, settings, scenario.attack.iterations)
+    atk = build_attack(attack, settings, iterations=scenario.attack.iterations)
     classes, per_class = attack_request(scenario, classes, per_class)
     judges = judges or train_judges(scenario, ws)
     data = load_data(scenario)

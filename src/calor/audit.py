@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from .artifacts import config_hash, ensure_directory, write_file_atomic, write_json_atomic
-from .attack_runs import check_request, evaluate_reconstructions, reconstruct, resolve_attack
-from .attacks.base import AttackerBudget, AttackerStore, Reconstructions
+from .attack_runs import check_request, evaluate_reconstructions, reconstruct
+from .attacks.base import AttackerBudget, AttackerStore, Reconstructions, build_attack
 from .attacks.priors import GanPrior, train_gan
 from .checkpoint import no_checkpoints
 from .data.inputs import as_images, as_tensors
@@ -347,11 +347,11 @@ def audit(models: nn.Module | Mapping[str, nn.Module], private_data: Any, public
     if unknown:
         raise ConfigError(f"settings for {unknown}: not among the audited attacks {list(attacks)}")
     for attack in attacks:
-        resolve_attack(attack, settings.get(attack), iterations)  # refuse a bad name or setting before any work
+        build_attack(attack, settings.get(attack), iterations=iterations)  # refuse a bad name or setting before any work
     for seed in seeds:
         for attack in attacks:
             for name, target in targets.items():
-                atk = resolve_attack(attack, settings.get(attack), iterations)
+                atk = build_attack(attack, settings.get(attack), iterations=iterations)
                 spent: dict[str, float] = {}
                 rec = reconstruct(atk, target, num_classes, tuple(x.shape[1:]), store.for_target(name, seed, spent), attacked,
                                   per_class, seed, no_checkpoints())

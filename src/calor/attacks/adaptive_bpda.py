@@ -33,7 +33,7 @@ from torch import nn
 
 from ..config import to_dict
 from ..errors import collect
-from .base import ATTACKS, Attack, PriorStore, Reconstructions
+from .base import ATTACKS, Attack, PriorStore, Reconstructions, build_attack
 from .gmi import GMI, GMIConfig
 from .oracle import DerivedWhiteBoxOracle, ThreatModel, WhiteBoxOracle
 
@@ -117,9 +117,7 @@ class AdaptiveBPDA(Attack):
         cfg = self.config
         if cfg.base == "gmi":
             return GMI(GMIConfig(**{k: v for k, v in to_dict(cfg).items() if k != "base"}))
-        base_cls = ATTACKS.get(cfg.base)
-        takes_iterations = "iterations" in {f.name for f in dataclasses.fields(base_cls.Config)}
-        return base_cls.from_settings({"iterations": cfg.iterations} if takes_iterations and cfg.iterations is not None else {})
+        return build_attack(cfg.base, {}, iterations=cfg.iterations)
 
     def prepare(self, oracle: WhiteBoxOracle, priors: PriorStore) -> BPDAPrior:
         clone, swapped = straight_through_copy(oracle.module)

@@ -15,10 +15,14 @@ from ..checkpoint import Checkpointer, no_checkpoints, resume_loop, snapshot_loo
 from ..config import from_dict, to_dict
 from ..errors import ThreatModelError
 from ..registry import Registry
-from ..scenario import ClassifierSpec, PriorSpec
+from ..scenario import AttackSpec, ClassifierSpec, PriorSpec
 from .oracle import LabelOnlyOracle, ThreatModel
 
 ATTACKS: Registry = Registry("attack")
+
+# An attack's `iterations` left unset takes the run's budget (a scenario's attack.iterations, `calor.audit`'s
+# `iterations`) when it is built with one, else this: the one default, the scenario budget's own.
+DEFAULT_ITERATIONS = AttackSpec.iterations
 
 # Latents per optimisation batch in the authors' evaluation code (GMI, KED-MI, LOMMA and PLG-MI attack 60
 # identities per batch, one latent each, and average the loss over the batch). calor sums per-sample
@@ -181,7 +185,10 @@ class Attack:
     paper: ClassVar[str] = ""
 
     def __init__(self, config: Any = None) -> None:
-        self.config = config if config is not None else self.Config()
+        config = config if config is not None else self.Config()
+        if dataclasses.is_dataclass(config) and getattr(config, "iterations", 0) is None:
+            config = dataclasses.replace(config, iterations=DEFAULT_ITERATIONS)
+        self.config = config
         self.checkpoint = no_checkpoints()  # the one `run` was handed, for the duration of the run
 
     @classmethod
@@ -235,8 +242,15 @@ def snapshot_steps(iterations: int, snapshots: int = TRAJECTORY_SNAPSHOTS) -> se
     return {round(i * iterations / (snapshots - 1)) for i in range(snapshots)}
 
 
-def build_attack(name: str, settings: dict[str, Any] | None = None) -> Attack:
-    return ATTACKS.get(name).from_settings(settings)
+def build_attack(name: str, settings: dict[str, Any] | None = None, *, iterations: int | None = None) -> Attack:
+    """The registered attack `name` with the user's `settings`. `iterations` is the run's budget: it sets the
+    attack's `iterations` when the settings leave it unset (else `DEFAULT_ITERATIONS` does)."""
+    cls = ATTACKS.get(name)
+    settings = dict(settings or {})
+    takes = dataclasses.is_dataclass(cls.Config) and "iterations" in {f.name for f in dataclasses.fields(cls.Config)}
+    if iterations is not None and takes and settings.get("iterations") is None:
+        settings["iterations"] = iterations
+    return cls.from_settings(settings)
 
 
 def describe(attack_cls: type[Attack]) -> dict[str, Any]:

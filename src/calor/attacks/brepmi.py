@@ -126,7 +126,7 @@ class BREPMI(Attack):
         cfg = self.config
         G = prior.generator
         device = next(G.parameters()).device
-        iterations = cfg.iterations if cfg.iterations is not None else 1000
+        iterations = cfg.iterations
         y = torch.tensor(classes, dtype=torch.long).repeat_interleave(per_class)
         n_runs, zd, n = len(y), G.z_dim, cfg.points
         start_queries = oracle.queries

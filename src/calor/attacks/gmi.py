@@ -52,7 +52,7 @@ class GMIConfig:
     lam: float = 100.0  # weight of the identity (classification) loss
     lr: float = 0.02
     momentum: float = 0.9
-    iterations: int | None = None  # None: the scenario's attack.iterations (paper: 1500)
+    iterations: int | None = None  # None: the run's budget (scenario attack.iterations; paper: 1500)
     clamp: float = 1.0  # latents are kept in [-clamp, clamp]
     update: str = "sgd"  # sgd (paper) | normalized | adam — see the module docstring
 
@@ -93,7 +93,7 @@ class GMI(Attack):
     def _run(self, oracle: WhiteBoxOracle, prior: GanPrior, classes: list[int], per_class: int, gen: torch.Generator) -> Reconstructions:
         G, D = prior.generator, prior.critic
         cfg = self.config
-        iterations = cfg.iterations if cfg.iterations is not None else 1500
+        iterations = cfg.iterations
         device = next(G.parameters()).device
         for p in (*G.parameters(), *D.parameters()):
             p.requires_grad_(False)

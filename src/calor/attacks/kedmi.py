@@ -288,7 +288,7 @@ class KEDMI(Attack):
     def _run(self, oracle: WhiteBoxOracle, prior: KedmiPrior, classes: list[int], per_class: int, gen: torch.Generator) -> Reconstructions:
         cfg = self.config
         G = prior.generator
-        iterations = cfg.iterations if cfg.iterations is not None else 1500
+        iterations = cfg.iterations
         device = next(G.parameters()).device
         for module in (G, prior.discriminator):
             for p in module.parameters():

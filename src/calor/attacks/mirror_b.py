@@ -99,7 +99,7 @@ class MirrorB(Attack):
         cfg = self.config
         if cfg.generations is not None:
             return cfg.generations
-        return max(1, (cfg.iterations if cfg.iterations is not None else 1000) // 10)
+        return max(1, cfg.iterations // 10)
 
     @torch.no_grad()
     def fitness(self, oracle: BlackBoxOracle, G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

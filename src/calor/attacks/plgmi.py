@@ -241,7 +241,7 @@ class PLGMI(Attack):
              gen: torch.Generator) -> Reconstructions:
         cfg = self.config
         G = prior.generator
-        iterations = cfg.iterations if cfg.iterations is not None else 600
+        iterations = cfg.iterations
         device = next(G.parameters()).device
         for p in G.parameters():
             p.requires_grad_(False)
