@@ -44,3 +44,18 @@ def test_defense_and_attack_settings_are_typed_and_validated() -> None:
     assert build_attack("gmi", {"lam": "50"}).config.lam == 50.0
     with pytest.raises(ConfigError, match="key=value"):
         parse_assignments(["rank"])
+
+
+def test_scenario_defense_blocks_are_parsed_into_their_config_types_at_load_time(tmp_path) -> None:
+    import yaml
+
+    from calor.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "defenses": {"calor": {"rnak": 4}, "calro": {}, "mid": {"beta": -1}}}))
+    with pytest.raises(ConfigError) as err:
+        load_scenario(path)
+    text = str(err.value)
+    assert "defenses.calor: defense 'calor': unknown key(s) rnak" in text
+    assert "defenses.calro: unknown defense (registered: " in text and "defenses.mid:" in text
+    assert main(["bench", "--scenario", str(path), "--dry-run"]) == 2  # refused before any plan is made

@@ -130,6 +130,7 @@ class Scenario:
                 p.append(f"attack.classes {bad}: class indices must be in [0, {len(d.private_classes)})")
         if not self.seeds:
             p.append("seeds: empty")
+        p += _defense_block_problems(self.defenses)
         collect(p, f"scenario {self.name!r}")
 
     @property
@@ -144,6 +145,27 @@ class Scenario:
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Scenario":
         return with_overrides(self, overrides, f"scenario {self.name!r}")
+
+
+def _defense_block_problems(blocks: dict[str, dict[str, Any]]) -> list[str]:
+    """Each `defenses:` block parsed into its defense's registered config type now, so that a misspelt
+    defense or setting is reported when the scenario is loaded, not when (or if) that defense is trained."""
+    from .defenses import DEFENSES  # imported here: the defense modules import this one
+    from .errors import ConfigError
+
+    problems = []
+    for name, settings in blocks.items():
+        if name not in DEFENSES.names():
+            problems.append(f"defenses.{name}: unknown defense (registered: {', '.join(DEFENSES.names())})")
+            continue
+        if not isinstance(settings, dict):
+            problems.append(f"defenses.{name}: expected a mapping of settings, got {type(settings).__name__}")
+            continue
+        try:
+            DEFENSES.get(name).from_settings(settings)
+        except ConfigError as exc:
+            problems.append(f"defenses.{name}: " + str(exc).replace("\n  - ", " "))
+    return problems
 
 
 def builtin_scenarios() -> list[str]:
