@@ -38,7 +38,7 @@ from .evaluation import CALIBRATION_SETS, Judge, calibration_images
 from .harden import final_linear
 from .models.classifiers import build_classifier
 from .progress import log
-from .rows import calibration_fields, judge_check, metric_fields
+from .rows import ROW_SCHEMA, ResultRow, calibration_fields, judge_check, metric_fields
 from .runtime import resolve_device, seed_everything, versions
 from .scenario import AttackSpec, ClassifierSpec, PriorSpec
 from .training import train_classifier
@@ -85,7 +85,7 @@ class AuditResult:
     """What `audit` measured: one result row per (model, attack, seed) and per floor/ceiling set (the bench's
     row format, read by `calor.report`), the reconstructions, and the audit's full configuration."""
 
-    rows: list[dict[str, Any]]
+    rows: list[ResultRow]
     reconstructions: dict[tuple[str, str, int], Reconstructions]
     nearest: dict[tuple[str, str, int], list[int]]
     config: dict[str, Any]
@@ -339,7 +339,7 @@ def audit(models: nn.Module | Mapping[str, nn.Module], private_data: Any, public
     store = _AuditPriors(gan, xp, AttackerBudget(prior=prior_spec, target=attacker_model), dev)
 
     baseline = next(iter(targets))
-    rows: list[dict[str, Any]] = []
+    rows: list[ResultRow] = []
     recs: dict[tuple[str, str, int], Reconstructions] = {}
     nearest: dict[tuple[str, str, int], list[int]] = {}
     settings = {k: dict(v) for k, v in (settings or {}).items()}
@@ -362,7 +362,7 @@ def audit(models: nn.Module | Mapping[str, nn.Module], private_data: Any, public
                 if held_out:
                     check["stronger_than_target"] = None  # the models saw the held-out images: nothing to compare
                 rows.append({
-                    "scenario": "audit", "defense": name, "label": name, "variant": {}, "attack": attack, "seed": seed,
+                    "schema": ROW_SCHEMA, "scenario": "audit", "defense": name, "label": name, "variant": {}, "attack": attack, "seed": seed,
                     "tuning_seed": False, "natural_acc": natural_acc[name], **metric_fields(m), "judge": check,
                     "diagnostics": diagnostics, "attack_s": rec.seconds, "prior_s": spent.get("seconds", 0.0),
                     "metrics_s": time.perf_counter() - t0, "threat_model": atk.threat_model.value, "queries": rec.queries,

@@ -11,7 +11,7 @@ import shutil
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,6 +20,9 @@ from .data.splits import SplitData
 from .images import save_annotated_grid
 from .summary import METRICS as METRIC_SPECS
 from .summary import comparisons, diagnostics_summary, estimate, fmt_interval, group, published, significance_marks
+
+if TYPE_CHECKING:  # rows.py imports the attack code; the reports only need the type
+    from .rows import ResultRow
 
 # metric -> True if larger is better *for the defender* (plots' aggregate)
 METRICS = {"attack_acc@1": False, "attack_acc@1_open": False, "attack_acc@5": False, "knn_dist": True, "kid": True}
@@ -65,7 +68,7 @@ def fmt_ms(m: float, s: float) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
-def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def aggregate(rows: list[ResultRow]) -> dict[str, Any]:
     """Group rows into {label: {"natural_acc": (m, s, n), attack: {metric: (m, s, n)}}} in first-seen order."""
     labels = list(dict.fromkeys(r["label"] for r in rows))
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
@@ -91,7 +94,7 @@ COLUMNS = [("attack_acc@1", "acc@1 [95% CI]"), ("attack_acc@1_open", "open-set a
 TERMINAL_COLUMNS = ["attack_acc@1", "attack_acc@1_open", "judge_confidence", "knn_dist", "kid"]
 
 
-def _natural(cell: list[dict[str, Any]]) -> str:
+def _natural(cell: list[ResultRow]) -> str:
     per_seed = {r["seed"]: r["natural_acc"] for r in cell if "natural_acc" in r}
     if not per_seed:
         return "-"
@@ -99,7 +102,7 @@ def _natural(cell: list[dict[str, Any]]) -> str:
     return fmt_ms(m, s) if len(per_seed) > 1 else f"{m:.3f}"
 
 
-def results_table(rows: list[dict[str, Any]], columns: list[str] | None = None, markdown: bool = True,
+def results_table(rows: list[ResultRow], columns: list[str] | None = None, markdown: bool = True,
                   baseline: str = "none") -> tuple[list[str], list[list[str]]]:
     """One line per (attack, defense) over the published seeds, each metric as estimate [95 % interval]
     (`calor.summary.estimate`); "↓*"/"↑*" = significantly below/above `none` under the same attack (paired,
@@ -122,12 +125,12 @@ def results_table(rows: list[dict[str, Any]], columns: list[str] | None = None, 
     return header, body
 
 
-def text_table(rows: list[dict[str, Any]], width: int | None = None) -> str:
+def text_table(rows: list[ResultRow], width: int | None = None) -> str:
     """The results table for the terminal (the main metrics; report.md has every column)."""
     return plain_table(*results_table(rows, TERMINAL_COLUMNS, markdown=False))
 
 
-def comparisons_table(rows: list[dict[str, Any]], baseline: str = "none") -> tuple[list[str], list[list[str]]]:
+def comparisons_table(rows: list[ResultRow], baseline: str = "none") -> tuple[list[str], list[list[str]]]:
     """Paired differences a - b under the same attack, seeds and latent initialisations."""
     header = ["attack", "a", "b", "metric", "a - b [95% CI]", "p", "pairs (seeds)", "significant (Holm)"]
     body = []
@@ -138,7 +141,7 @@ def comparisons_table(rows: list[dict[str, Any]], baseline: str = "none") -> tup
     return header, body
 
 
-def judges_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def judges_table(rows: list[ResultRow]) -> tuple[list[str], list[list[str]]]:
     """acc@1 (closed / open set) by every judge, mean over seeds; the judges' own private-test accuracy in the header."""
     keep = published(rows)[0]
     judges = list(dict.fromkeys(j for r in keep for j in r.get("judges", {})))
@@ -156,7 +159,7 @@ def judges_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]
     return header, body
 
 
-def diagnostics_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def diagnostics_table(rows: list[ResultRow]) -> tuple[list[str], list[list[str]]]:
     """Saturated bottleneck units and latent-gradient norm relative to the undefended target along the path."""
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
@@ -173,7 +176,7 @@ CELL_COLUMNS = ["label", "attack", "threat_model", "seed", "natural_acc", "attac
                 "queries", "prior_queries", "attack_s", "prior_s"]
 
 
-def cells_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def cells_table(rows: list[ResultRow]) -> tuple[list[str], list[list[str]]]:
     """One line per cell (no aggregation): the raw numbers with queries and wall time; tuning seeds marked."""
     def fmt(v: Any) -> str:
         if isinstance(v, float):
@@ -231,7 +234,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return sorted(set(front))
 
 
-def privacy_utility_plot(rows: list[dict[str, Any]], attack: str, path: Path) -> Path:
+def privacy_utility_plot(rows: list[ResultRow], attack: str, path: Path) -> Path:
     plt = _pyplot()
     agg = aggregate(rows)
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
@@ -254,7 +257,7 @@ def privacy_utility_plot(rows: list[dict[str, Any]], attack: str, path: Path) ->
     return _save_figure(plt, fig, path)
 
 
-def confidence_histograms(rows: list[dict[str, Any]], path: Path) -> Path:
+def confidence_histograms(rows: list[ResultRow], path: Path) -> Path:
     """True-class confidence on the private training set per defense (first seed's target)."""
     plt = _pyplot()
     seen: dict[str, list[int]] = {}
@@ -274,7 +277,7 @@ def confidence_histograms(rows: list[dict[str, Any]], path: Path) -> Path:
     return _save_figure(plt, fig, path)
 
 
-def sensitivity_plot(rows: list[dict[str, Any]], setting_key: str, path: Path) -> Path:
+def sensitivity_plot(rows: list[ResultRow], setting_key: str, path: Path) -> Path:
     """`defense.setting` sweep: natural accuracy and each attack's accuracy against the setting's value."""
     plt = _pyplot()
     defense, setting = setting_key.split(".", 1)
@@ -310,7 +313,7 @@ def _protocol_lines(protocol: dict[str, Any], indent: int = 0) -> list[str]:
     return lines
 
 
-def _warnings(rows: list[dict[str, Any]], protocol: dict[str, Any]) -> list[str]:
+def _warnings(rows: list[ResultRow], protocol: dict[str, Any]) -> list[str]:
     """What a reader must know before reading a number: a weak judge, tuning seeds, too little data."""
     out = []
     weak = sorted({f"{r['label']} (seed {r['seed']}): judge {r['judge']['natural_acc']:.4f} vs target {r['judge']['target_natural_acc']:.4f}"
@@ -346,7 +349,7 @@ READING = ("acc@1: share of reconstructions the primary judge assigns to the att
            "images (floor: public) and held-out private images (ceiling: private test).")
 
 
-def write_report(out: Path, rows: list[dict[str, Any]], protocol: dict[str, Any], title: str) -> dict[str, Path]:
+def write_report(out: Path, rows: list[ResultRow], protocol: dict[str, Any], title: str) -> dict[str, Path]:
     """Write results.json, figures, report.md and report.html into `out`; return their paths."""
     out = Path(out)
     write_json_atomic(out / "results.json", {"protocol": protocol, "rows": rows})

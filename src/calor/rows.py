@@ -4,7 +4,7 @@ numbers (with per-sample values for intervals and paired tests) and everything t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from .attack_runs import AttackRun, attack_request, evaluate_reconstructions
 from .attacks.base import Reconstructions
@@ -17,6 +17,30 @@ from .scenario_data import load_data
 from .targets import TrainedClassifier
 from .workspace import Workspace
 
+ROW_SCHEMA = 2  # rows without "schema" are version 1 (the same keys); bump when a key changes meaning
+
+ResultRow = TypedDict("ResultRow", {
+    "schema": int,  # ROW_SCHEMA of the code that wrote the row
+    # what was measured
+    "scenario": str, "defense": str, "label": str, "variant": dict, "attack": str, "attack_name": str, "attack_variant": dict,
+    "cell": str, "seed": int, "tuning_seed": bool, "calibration": bool, "threat_model": str, "classes": list, "per_class": int,
+    # the numbers (ROW_METRICS, each a mean over the row's reconstructions), per reconstruction, and their context
+    "attack_acc@1": float, "attack_acc@1_open": float, "attack_acc@5": float, "judge_confidence": float,
+    "judge_confidence_open": float, "public_verdict_rate": float, "knn_dist": float, "pixel_mse": float, "ssim": float,
+    "kid": float, "eval_fid": "float | None", "degenerate_rate": float, "diversity": "float | None", "coverage": "float | None",
+    "n": int, "per_sample": dict, "judges": dict, "judge": dict, "diagnostics": "dict | None", "natural_acc": float,
+    "eval_model_acc": float, "mean_train_confidence": float, "train_confidence_histogram": list, "confidence_by_stage": dict,
+    # cost
+    "train_s": float, "attack_s": float, "prior_s": float, "metrics_s": float, "queries": int, "prior_queries": int,
+    # provenance: configs, artifacts, data split, versions of the code and machine
+    "defense_config": dict, "attack_config": dict, "target_seed": int, "artifacts": dict, "scenario_config": dict,
+    "data_split": dict, "versions": dict, "target_versions": dict, "reported_with": dict, "code": "dict | None",
+    "target_code": "dict | None", "grid": str, "data_key_hash": str, "extras": dict,
+}, total=False)
+ResultRow.__doc__ = """A result row: one (target, attack, seed) cell or one floor/ceiling set. Written by `result_row`,
+`calibration_fields`, `calor.bench` (cell keys) and `calor.audit`; read by `calor.summary`, `calor.report` and the CLI."""
+
+# the metrics of a result row, in the order tables show them (calor.report.METRICS says which way is better)
 ROW_METRICS = ("attack_acc@1", "attack_acc@1_open", "attack_acc@5", "judge_confidence", "judge_confidence_open", "public_verdict_rate",
                "knn_dist", "pixel_mse", "ssim", "kid", "eval_fid", "degenerate_rate", "diversity", "coverage")
 
@@ -35,7 +59,7 @@ def metric_fields(m: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def result_row(scenario: Scenario, target: TrainedClassifier, run: AttackRun, judges: list[Judge]) -> dict[str, Any]:
+def result_row(scenario: Scenario, target: TrainedClassifier, run: AttackRun, judges: list[Judge]) -> ResultRow:
     """One traceable result row: the numbers, and everything that produced them."""
     tm = target.meta["metrics"]
     m = run.metrics
@@ -44,8 +68,8 @@ def result_row(scenario: Scenario, target: TrainedClassifier, run: AttackRun, ju
         log(f"[bold red]WARNING[/bold red]: judge {check['name']} (private-test acc {check['natural_acc']:.4f}) is not stronger than "
             f"the {target.meta['defense']} target it judges ({tm['natural_acc']:.4f}); its verdicts are not evidence")
     seed = run.meta["seed"]
-    row = {
-        "scenario": scenario.name, "defense": target.meta["defense"], "label": target.meta["defense"], "variant": {},
+    row: ResultRow = {
+        "schema": ROW_SCHEMA, "scenario": scenario.name, "defense": target.meta["defense"], "label": target.meta["defense"], "variant": {},
         "attack": run.meta["attack"], "seed": seed, "tuning_seed": seed in scenario.tuning_seeds,
         "natural_acc": tm["natural_acc"], **metric_fields(m), "judge": check,
         "diagnostics": m.get("diagnostics"),
@@ -85,9 +109,9 @@ def calibration_row(scenario: Scenario, name: str, seed: int, judges: list[Judge
 
 
 def calibration_fields(name: str, seed: int, m: dict[str, Any], judges: list[Judge], classes: list[int],
-                       per_class: int) -> dict[str, Any]:
+                       per_class: int) -> ResultRow:
     """The fields of a floor or ceiling row with metrics `m` (from `evaluate_reconstructions`)."""
-    return {"defense": name, "label": name, "variant": {}, "attack": "calibration", "seed": seed, "tuning_seed": False,
+    return {"schema": ROW_SCHEMA, "defense": name, "label": name, "variant": {}, "attack": "calibration", "seed": seed, "tuning_seed": False,
             "calibration": True, **metric_fields(m),
             "judge": {"name": judges[0].name, "natural_acc": judges[0].natural_acc, "all": {j.name: j.natural_acc for j in judges}},
             "classes": classes, "per_class": per_class, "versions": versions()}

@@ -18,12 +18,15 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats as sps
 
 from .stats import hierarchical_bootstrap, holm, paired_difference, wilson_interval
+
+if TYPE_CHECKING:  # rows.py imports the attack code; the reports only need the type
+    from .rows import ResultRow
 
 # metric -> (per-sample key or None for set-level metrics, True if a larger value means LESS leakage)
 METRICS: dict[str, tuple[str | None, bool]] = {
@@ -44,13 +47,13 @@ COMPARED = ("attack_acc@1", "attack_acc@1_open", "judge_confidence", "knn_dist")
 N_BOOT = 2000
 
 
-def published(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+def published(rows: list[ResultRow]) -> tuple[list[dict[str, Any]], bool]:
     """The rows to report: those not on a tuning seed; all rows (flag True) when every row is on one."""
     clean = [r for r in rows if not r.get("tuning_seed")]
     return (clean, False) if clean else (rows, bool(rows))
 
 
-def group(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def group(rows: list[ResultRow]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Rows by (attack, label), in first-seen order."""
     out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -58,7 +61,7 @@ def group(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, An
     return dict(out)
 
 
-def estimate(rows: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+def estimate(rows: list[ResultRow], metric: str) -> dict[str, Any] | None:
     """Point estimate and 95 % interval of `metric` over `rows` (the seeds of one cell); None if absent."""
     key, _ = METRICS[metric]
     if key is not None and all(key in r.get("per_sample", {}) for r in rows) and rows:
@@ -83,7 +86,7 @@ def estimate(rows: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
             "n_seeds": len(values), "method": "t interval over seeds"}
 
 
-def paired(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+def paired(rows_a: list[ResultRow], rows_b: list[ResultRow], metric: str) -> dict[str, Any] | None:
     """Paired difference a - b of a per-sample metric over the seeds both cells share (None if not pairable)."""
     key, _ = METRICS[metric]
     if key is None:
@@ -107,7 +110,7 @@ def comparison_pairs(labels: list[str], baseline: str = "none") -> list[tuple[st
     return pairs
 
 
-def comparisons(rows: list[dict[str, Any]], metrics: tuple[str, ...] = COMPARED, baseline: str = "none") -> list[dict[str, Any]]:
+def comparisons(rows: list[ResultRow], metrics: tuple[str, ...] = COMPARED, baseline: str = "none") -> list[dict[str, Any]]:
     """Every paired comparison of the report, Holm-corrected together: one dict per (attack, pair, metric)."""
     cells = group([r for r in rows if not r.get("calibration")])
     attacks = list(dict.fromkeys(a for a, _ in cells))
@@ -125,7 +128,7 @@ def comparisons(rows: list[dict[str, Any]], metrics: tuple[str, ...] = COMPARED,
     return out
 
 
-def significance_marks(rows: list[dict[str, Any]], baseline: str = "none") -> dict[tuple[str, str, str], str]:
+def significance_marks(rows: list[ResultRow], baseline: str = "none") -> dict[tuple[str, str, str], str]:
     """(attack, defense, metric) -> "↓*", "↑*" (significantly below / above the `baseline`, Holm-corrected) or ""."""
     marks = {}
     for c in comparisons(rows, baseline=baseline):
@@ -145,7 +148,7 @@ def fmt_interval(e: dict[str, Any] | None) -> str:
     return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def diagnostics_summary(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+def diagnostics_summary(rows: list[ResultRow]) -> dict[tuple[str, str], dict[str, Any]]:
     """(attack, label) -> saturated fraction and gradient ratio at the start, middle and end of the path
     (medians over seeds) for white-box cells that recorded diagnostics."""
     out = {}
