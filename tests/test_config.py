@@ -59,3 +59,6 @@ def test_scenario_defense_blocks_are_parsed_into_their_config_types_at_load_time
     assert "defenses.calor: defense 'calor': unknown key(s) rnak" in text
     assert "defenses.calro: unknown defense (registered: " in text and "defenses.mid:" in text
     assert main(["bench", "--scenario", str(path), "--dry-run"]) == 2  # refused before any plan is made
+    # values are typed by the defense's config at load time: an override's string is a number in the scenario
+    typed = load_scenario("mnist").with_overrides({"defenses.calor.ca_epochs": "1"}).defenses["calor"]
+    assert typed["ca_epochs"] == 1 and isinstance(typed["ca_epochs"], int) and typed["rank"] == 8

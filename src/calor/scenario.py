@@ -130,8 +130,10 @@ class Scenario:
                 p.append(f"attack.classes {bad}: class indices must be in [0, {len(d.private_classes)})")
         if not self.seeds:
             p.append("seeds: empty")
-        p += _defense_block_problems(self.defenses)
+        problems, typed = _parse_defense_blocks(self.defenses)
+        p += problems
         collect(p, f"scenario {self.name!r}")
+        object.__setattr__(self, "defenses", typed)
 
     @property
     def num_classes(self) -> int:
@@ -147,13 +149,14 @@ class Scenario:
         return with_overrides(self, overrides, f"scenario {self.name!r}")
 
 
-def _defense_block_problems(blocks: dict[str, dict[str, Any]]) -> list[str]:
+def _parse_defense_blocks(blocks: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """Each `defenses:` block parsed into its defense's registered config type now, so that a misspelt
-    defense or setting is reported when the scenario is loaded, not when (or if) that defense is trained."""
+    defense or setting is reported when the scenario is loaded, not when (or if) that defense is trained.
+    Returns the problems and the blocks with typed values (an override's "1" becomes 1)."""
     from .defenses import DEFENSES  # imported here: the defense modules import this one
     from .errors import ConfigError
 
-    problems = []
+    problems, typed = [], {}
     for name, settings in blocks.items():
         if name not in DEFENSES.names():
             problems.append(f"defenses.{name}: unknown defense (registered: {', '.join(DEFENSES.names())})")
@@ -162,10 +165,12 @@ def _defense_block_problems(blocks: dict[str, dict[str, Any]]) -> list[str]:
             problems.append(f"defenses.{name}: expected a mapping of settings, got {type(settings).__name__}")
             continue
         try:
-            DEFENSES.get(name).from_settings(settings)
+            parsed = DEFENSES.get(name).from_settings(settings).config_dict()
         except ConfigError as exc:
             problems.append(f"defenses.{name}: " + str(exc).replace("\n  - ", " "))
-    return problems
+            continue
+        typed[name] = {k: parsed[k] for k in settings}
+    return problems, typed
 
 
 def builtin_scenarios() -> list[str]:
