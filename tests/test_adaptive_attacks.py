@@ -14,6 +14,7 @@ from calor.attacks.adaptive_pstar import estimate_p_target, pstar_loss
 from calor.attacks.losses import max_margin_loss
 from calor.models import Critic, Generator
 from calor.models.heads import LowRankHead
+from calor.prior_store import MemoryPriors
 
 
 def tiny_target(low_rank: bool = False):
@@ -119,27 +120,19 @@ def test_bpda_gives_gradients_where_tanh_saturates_and_leaves_the_target_alone()
     assert xs[0].grad.abs().max() < 1e-6 < xs[1].grad.abs().max()
 
 
+def gan_store():
+    """The attacker's store a run gets, in memory: the tiny GAN prior and no public images."""
+    return MemoryPriors(tiny_prior(), torch.empty(0, 1, 16, 16)).for_attacker()
+
+
 def test_bpda_attack_counts_its_forwards_as_target_queries() -> None:
     oracle = make_oracle(saturated_low_rank_target(), ThreatModel.WHITE_BOX, 3, (1, 16, 16))
     atk = build_attack("adaptive-bpda", {"iterations": 5})
 
-    class Store:
-        device = torch.device("cpu")
-
-        def gan(self):
-            return tiny_prior()
-
-    prior = atk.prepare(oracle, Store())
+    prior = atk.prepare(oracle, gan_store())
     rec = atk.run(oracle, prior, [1], 3, seed=0)
     assert rec.queries == 5 * 3 and rec.extras["bpda_swapped"] == 1 and rec.extras["base"] == "gmi"
     assert prior.oracle.module is not oracle.module
-
-
-class GanStore:
-    device = torch.device("cpu")
-
-    def gan(self):
-        return tiny_prior()
 
 
 def test_bpda_without_saturating_activations_is_exactly_its_base() -> None:
@@ -147,8 +140,8 @@ def test_bpda_without_saturating_activations_is_exactly_its_base() -> None:
     for base in ("gmi", "adaptive-logit"):
         plain = build_attack(base, {"iterations": 4})
         bpda = build_attack("adaptive-bpda", {"iterations": 4, "base": base})
-        ref = plain.run(oracle, plain.prepare(oracle, GanStore()), [0, 2], 2, seed=1)
-        prior = bpda.prepare(oracle, GanStore())
+        ref = plain.run(oracle, plain.prepare(oracle, gan_store()), [0, 2], 2, seed=1)
+        prior = bpda.prepare(oracle, gan_store())
         rec = bpda.run(oracle, prior, [0, 2], 2, seed=1)
         assert prior.swapped == 0 and rec.extras["base"] == base
         assert torch.equal(rec.images, ref.images) and rec.queries == ref.queries == 4 * 4
@@ -158,7 +151,7 @@ def test_bpda_runs_other_white_box_bases_through_the_straight_through_copy() -> 
     oracle = make_oracle(saturated_low_rank_target(), ThreatModel.WHITE_BOX, 3, (1, 16, 16))
     atk = build_attack("adaptive-bpda", {"iterations": 3, "base": "adaptive-logit"})
     assert atk.base_attack().config.iterations == 3
-    prior = atk.prepare(oracle, GanStore())
+    prior = atk.prepare(oracle, gan_store())
     before = oracle.queries
     rec = atk.run(oracle, prior, [1], 2, seed=0)
     assert rec.queries == oracle.queries - before == 3 * 2  # counted on the real target's oracle

@@ -14,19 +14,18 @@ wrapped so that each receives images in the range it expects.
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import config_hash, ensure_directory, write_file_atomic, write_json_atomic
+from .artifacts import ensure_directory, write_file_atomic, write_json_atomic
 from .attack_runs import check_request, evaluate_reconstructions, reconstruct
-from .attacks.base import AttackerBudget, AttackerStore, Reconstructions, build_attack
+from .attacks.base import AttackerBudget, Reconstructions, build_attack
 from .attacks.priors import GanPrior, train_gan
 from .checkpoint import no_checkpoints
 from .data.inputs import as_images, as_tensors
@@ -37,6 +36,7 @@ from .errors import ConfigError, DataError
 from .evaluation import CALIBRATION_SETS, Judge, calibration_images
 from .harden import final_linear
 from .models.classifiers import build_classifier
+from .prior_store import MemoryPriors
 from .progress import log
 from .rows import ROW_SCHEMA, ResultRow, calibration_fields, judge_check, metric_fields
 from .runtime import resolve_device, seed_everything, versions
@@ -223,34 +223,6 @@ def _closed_set_accuracy(model: nn.Module, num_private: int, x: torch.Tensor, y:
     return (predict(model, x)[:, :num_private].argmax(1) == y).float().mean().item()
 
 
-class _AuditPriors:
-    """The attacker's store for one audit: the GAN prior, the public images, and attack-specific priors
-    built once per config (and per model when they depend on the target), in memory."""
-
-    def __init__(self, gan: GanPrior, public: torch.Tensor, budget: AttackerBudget, device: torch.device) -> None:
-        self._gan, self._public, self.budget, self.device = gan, public, budget, device
-        self._built: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}
-
-    def for_target(self, name: str, seed: int, spent: dict[str, float]) -> AttackerStore:
-        """The store an attack on model `name` receives; `spent` collects the queries and seconds of the priors it uses."""
-
-        def cached(prior: str, config: dict[str, Any], build: Callable[..., Any], *, depends_on_target: bool) -> Any:
-            key = config_hash({"prior": prior, "config": config, "seed": seed, "target": name if depends_on_target else None})
-            if key not in self._built:
-                t0 = time.perf_counter()
-                seed_everything(seed)
-                tensors, extra = (build(checkpoint=no_checkpoints()) if "checkpoint" in inspect.signature(build).parameters
-                                  else build())
-                self._built[key] = (tensors, {**extra, "train_seconds": time.perf_counter() - t0})
-            tensors, meta = self._built[key]
-            spent["queries"] = spent.get("queries", 0) + int(meta.get("queries", 0))
-            spent["seconds"] = spent.get("seconds", 0.0) + float(meta["train_seconds"])
-            return tensors, meta
-
-        return AttackerStore(device=self.device, budget=self.budget, gan=lambda: self._gan, public_images=lambda: self._public,
-                             cached=cached)
-
-
 def audit(models: nn.Module | Mapping[str, nn.Module], private_data: Any, public_data: Any,
           attacks: Sequence[str] = ("gmi",), *, test_data: Any = None,
           evaluator: nn.Module | Judge | Sequence[nn.Module | Judge] | None = None, judge: ClassifierSpec = DEFAULT_JUDGE,
@@ -336,7 +308,7 @@ def audit(models: nn.Module | Mapping[str, nn.Module], private_data: Any, public
         log(f"audit: GAN prior ({prior_spec.kind}, {prior_spec.steps} steps) trained in {time.perf_counter() - t0:.1f}s")
     gan.generator.to(dev).eval()
     gan.critic.to(dev).eval()
-    store = _AuditPriors(gan, xp, AttackerBudget(prior=prior_spec, target=attacker_model), dev)
+    store = MemoryPriors(gan, xp, AttackerBudget(prior=prior_spec, target=attacker_model), dev)
 
     baseline = next(iter(targets))
     rows: list[ResultRow] = []
@@ -353,7 +325,7 @@ def audit(models: nn.Module | Mapping[str, nn.Module], private_data: Any, public
             for name, target in targets.items():
                 atk = build_attack(attack, settings.get(attack), iterations=iterations)
                 spent: dict[str, float] = {}
-                rec = reconstruct(atk, target, num_classes, tuple(x.shape[1:]), store.for_target(name, seed, spent), attacked,
+                rec = reconstruct(atk, target, num_classes, tuple(x.shape[1:]), store.for_attacker(seed=seed, target=name, spent=spent), attacked,
                                   per_class, seed, no_checkpoints())
                 t0 = time.perf_counter()
                 m = evaluate_reconstructions(rec, data, judges)

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import torch
 
 from .artifacts import Artifact, config_hash
+from .checkpoint import no_checkpoints
 from .attacks.base import AttackerBudget, AttackerStore
 from .attacks.priors import GanPrior, train_gan
 from .config import to_dict
@@ -18,7 +19,7 @@ from .errors import ArtifactError
 from .models.gan import Critic, Generator
 from .progress import log
 from .runtime import seed_everything
-from .scenario import Scenario
+from .scenario import ClassifierSpec, PriorSpec, Scenario
 from .scenario_data import data_key, load_data, split_summary
 from .versioning import code_versions, module_file
 from .workspace import ARTIFACT_FORMAT, COMMON_CODE, Workspace, gan_code
@@ -123,3 +124,36 @@ class Priors:
         prior.generator.to(ws.device).eval()
         prior.critic.to(ws.device).eval()
         return prior
+
+
+class MemoryPriors:
+    """The attacker's store without a workspace (`calor.audit`, tests): a given GAN prior and public images,
+    and attack-specific priors built once per (config, seed, target) and kept in memory."""
+
+    def __init__(self, gan: GanPrior, public: torch.Tensor, budget: AttackerBudget | None = None,
+                 device: torch.device | str = "cpu") -> None:
+        self.gan, self.public = gan, public
+        self.budget = budget or AttackerBudget(prior=PriorSpec(), target=ClassifierSpec())
+        self.device = torch.device(device)
+        self._built: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}
+
+    def for_attacker(self, seed: int = 0, target: str = "target", spent: dict[str, float] | None = None) -> AttackerStore:
+        """The store an attack on `target` receives; `spent` (if given) collects the queries and seconds of
+        the attack-specific priors it uses, whether built now or earlier in this store."""
+        spent = spent if spent is not None else {}
+
+        def cached(name: str, config: dict[str, Any], build: Callable[..., Any], *, depends_on_target: bool) -> Any:
+            key = config_hash({"prior": name, "config": config, "seed": seed, "target": target if depends_on_target else None})
+            if key not in self._built:
+                t0 = time.perf_counter()
+                seed_everything(seed)
+                tensors, extra = (build(checkpoint=no_checkpoints()) if "checkpoint" in inspect.signature(build).parameters
+                                  else build())
+                self._built[key] = (tensors, {**extra, "train_seconds": time.perf_counter() - t0})
+            tensors, meta = self._built[key]
+            spent["queries"] = spent.get("queries", 0) + int(meta.get("queries", 0))
+            spent["seconds"] = spent.get("seconds", 0.0) + float(meta["train_seconds"])
+            return tensors, meta
+
+        return AttackerStore(device=self.device, budget=self.budget, gan=lambda: self.gan, public_images=lambda: self.public,
+                             cached=cached)
