@@ -4,19 +4,21 @@ Yu et al., "CALoR: Towards Comprehensive Model Inversion Defense", arXiv 2410.05
 "CA" ablation. Stage 1 trains the unchanged classifier with cross-entropy; stage 2 fine-tunes all
 weights with L_CA = alpha * p^gamma * log p using exactly CALoR's CA settings and schedule (alpha 0.25,
 gamma 8, SGD lr 2e-5, momentum 0.9, 5 epochs, LR x0.1 at 60% and 80%, no augmentation).
-Reuses the `CALoR` class (its loss and stage builder); only the head transform is dropped.
+Takes CALoR's loss and fine-tune stage; only the head transform is left out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
+from typing import Any
+
+import torch
 
 from ..errors import collect
 from ..scenario import ClassifierSpec
-from .base import DEFENSES, Stage
-from .calor import CALoR, CALossSettings, FineTuneSettings
+from .base import DEFENSES, Defense, Stage
+from .calor import CALossSettings, FineTuneSettings, adapted_loss, cross_entropy_stage
 
 
 @dataclass(frozen=True)
@@ -28,15 +30,15 @@ class CAConfig(FineTuneSettings, CALossSettings):
 
 
 @DEFENSES.register("ca")
-class CA(CALoR):
+class CA(Defense):
     """Plain linear head trained with CE, then CALoR's confidence-adaptation fine-tune."""
 
     name = "ca"
     paper = "Yu et al. 2024, arXiv 2410.05814 (CA ablation of CALoR)"
     Config = CAConfig
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        return model  # keep the architecture's own linear head
-
     def stages(self, budget: ClassifierSpec) -> list[Stage]:
-        return [Stage("train", budget.epochs, "adam", budget.lr, augment=budget.augment), *self.config.fine_tune_stages("ca")]
+        return [cross_entropy_stage("train", budget), *self.config.fine_tune_stages("ca")]
+
+    def loss(self, stage: Stage, logits: torch.Tensor, y: torch.Tensor, extras: dict[str, Any]) -> torch.Tensor:
+        return adapted_loss(stage, logits, y, self.config)

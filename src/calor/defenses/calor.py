@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, collect
@@ -110,6 +111,30 @@ class CALoRConfig(FineTuneSettings, CALossSettings, LowRankSettings):
         collect(self.low_rank_problems() + self.ca_loss_problems() + self.fine_tune_problems(), "calor settings")
 
 
+# The parts CALoR and its ablations are composed of (`lor`, `ca`, `ls-ft` each take the parts they keep,
+# rather than inheriting CALoR and overriding what they drop).
+
+def low_rank_head(model: nn.Module, settings: LowRankSettings, defense: str) -> nn.Module:
+    """Replace `model.head` by the low-rank head BN -> Linear(d, r) -> activation -> Linear(r, C)."""
+    d, c = model.feature_dim, model.num_classes
+    if settings.rank >= d:  # a bottleneck as wide as the features compresses nothing
+        raise ConfigError(f"{defense}: rank={settings.rank} must be below the model's feature_dim={d}")
+    model.head = LowRankHead(d, settings.rank, c, settings.activation)
+    return model
+
+
+def cross_entropy_stage(name: str, budget: ClassifierSpec) -> Stage:
+    """The first stage of every CALoR variant: cross-entropy with the scenario's training budget."""
+    return Stage(name, budget.epochs, "adam", budget.lr, augment=budget.augment)
+
+
+def adapted_loss(stage: Stage, logits: torch.Tensor, y: torch.Tensor, settings: CALossSettings) -> torch.Tensor:
+    """L_CA in the "ca" stage, cross-entropy in any other."""
+    if stage.name == "ca":
+        return confidence_adaptation_loss(logits, y, settings.alpha, settings.gamma)
+    return F.cross_entropy(logits, y)
+
+
 @DEFENSES.register("calor")
 class CALoR(Defense):
     """Low-rank tanh head trained with CE, then a confidence-adaptation fine-tune (arXiv 2410.05814)."""
@@ -119,16 +144,10 @@ class CALoR(Defense):
     Config = CALoRConfig
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        d, c = model.feature_dim, model.num_classes
-        if self.config.rank >= d:  # a bottleneck as wide as the features compresses nothing
-            raise ConfigError(f"calor: rank={self.config.rank} must be below the model's feature_dim={d}")
-        model.head = LowRankHead(d, self.config.rank, c, self.config.activation)
-        return model
+        return low_rank_head(model, self.config, self.name)
 
     def stages(self, budget: ClassifierSpec) -> list[Stage]:
-        return [Stage("lor", budget.epochs, "adam", budget.lr, augment=budget.augment), *self.config.fine_tune_stages("ca")]
+        return [cross_entropy_stage("lor", budget), *self.config.fine_tune_stages("ca")]
 
     def loss(self, stage: Stage, logits: torch.Tensor, y: torch.Tensor, extras: dict[str, Any]) -> torch.Tensor:
-        if stage.name == "ca":
-            return confidence_adaptation_loss(logits, y, self.config.alpha, self.config.gamma)
-        return super().loss(stage, logits, y, extras)
+        return adapted_loss(stage, logits, y, self.config)

@@ -2,8 +2,8 @@
 
 Yu et al., "CALoR: Towards Comprehensive Model Inversion Defense", arXiv 2410.05814 (2024) — the
 "LoR" ablation (later versions call it LoFt). Same head and first stage as `calor`
-(BN -> Linear(d, r) -> activation -> Linear(r, C), trained end to end with CE); it reuses the `CALoR`
-class and only drops the CA fine-tune, so `calor` and `lor` with the same rank differ by that stage alone.
+(BN -> Linear(d, r) -> activation -> Linear(r, C), trained end to end with CE); it takes the `CALoR`
+class's head and first stage and only drops the CA fine-tune, so `calor` and `lor` with the same rank differ by that stage alone.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 from ..errors import collect
 from ..scenario import ClassifierSpec
-from .base import DEFENSES, Stage
-from .calor import CALoR, LowRankSettings
+from torch import nn
+
+from .base import DEFENSES, Defense, Stage
+from .calor import LowRankSettings, cross_entropy_stage, low_rank_head
 
 
 @dataclass(frozen=True)
@@ -26,12 +28,15 @@ class LoRConfig(LowRankSettings):
 
 
 @DEFENSES.register("lor")
-class LoR(CALoR):
+class LoR(Defense):
     """Low-rank (tanh) head trained with cross-entropy only: CALoR without its CA stage."""
 
     name = "lor"
     paper = "Yu et al. 2024, arXiv 2410.05814 (LoR ablation of CALoR)"
     Config = LoRConfig
 
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return low_rank_head(model, self.config, self.name)
+
     def stages(self, budget: ClassifierSpec) -> list[Stage]:
-        return [Stage("lor", budget.epochs, "adam", budget.lr, augment=budget.augment)]
+        return [cross_entropy_stage("lor", budget)]

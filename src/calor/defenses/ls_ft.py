@@ -23,8 +23,8 @@ from torch import nn
 
 from ..errors import ConfigError, collect
 from ..scenario import ClassifierSpec
-from .base import DEFENSES, Stage
-from .calor import CALoR, FineTuneSettings, LowRankSettings, ca_target_confidence
+from .base import DEFENSES, Defense, Stage
+from .calor import FineTuneSettings, LowRankSettings, ca_target_confidence, cross_entropy_stage, low_rank_head
 from .losses import smoothed_cross_entropy, smoothing_for_confidence
 
 
@@ -46,7 +46,7 @@ class LSFTConfig(FineTuneSettings, LowRankSettings):
 
 
 @DEFENSES.register("ls-ft")
-class LSFT(CALoR):
+class LSFT(Defense):
     """Low-rank head trained with CE, then a positive-LS fine-tune matched to CA's target confidence."""
 
     name = "ls-ft"
@@ -70,10 +70,10 @@ class LSFT(CALoR):
     def prepare(self, model: nn.Module) -> nn.Module:
         self._num_classes = model.num_classes
         self.smoothing(model.num_classes)  # fail before training if no valid eps matches p*
-        return super().prepare(model)
+        return low_rank_head(model, self.config, self.name)
 
     def stages(self, budget: ClassifierSpec) -> list[Stage]:
-        return [Stage("lor", budget.epochs, "adam", budget.lr, augment=budget.augment), *self.config.fine_tune_stages("ls")]
+        return [cross_entropy_stage("lor", budget), *self.config.fine_tune_stages("ls")]
 
     def on_epoch_start(self, stage: Stage, epoch: int) -> dict[str, float]:
         if stage.name == "ls" and self._num_classes is not None:
