@@ -78,15 +78,15 @@ def test_logit_attack_uses_a_loss_that_never_looks_at_softmax() -> None:
     atk = build_attack("adaptive-logit")
     logits = torch.tensor([[50.0, 0.0, -3.0], [1.0, 2.0, 0.0]], requires_grad=True)
     y = torch.tensor([0, 0])
-    assert torch.equal(atk.identity_loss(logits, y).mean(), max_margin_loss(logits, y))  # per sample, same mean
+    assert torch.equal(atk.objective.loss(logits, y).mean(), max_margin_loss(logits, y))  # per sample, same mean
     shifted = logits + torch.tensor([[100.0], [-7.0]])  # softmax-invariant but so is the margin: same loss
-    assert torch.allclose(atk.identity_loss(shifted, y), atk.identity_loss(logits, y))
-    (grad,) = torch.autograd.grad(atk.identity_loss(logits, y).sum(), logits)
+    assert torch.allclose(atk.objective.loss(shifted, y), atk.objective.loss(logits, y))
+    (grad,) = torch.autograd.grad(atk.objective.loss(logits, y).sum(), logits)
     assert grad[0].abs().sum() > 0.5  # still pulling where softmax cross-entropy has saturated
     capped = build_attack("adaptive-logit", {"kappa": 5.0})
-    assert capped.identity_loss(logits, y).tolist() == [-5.0, 1.0]  # margins 50 -> 5 and -1
+    assert capped.objective.loss(logits, y).tolist() == [-5.0, 1.0]  # margins 50 -> 5 and -1
     logit = build_attack("adaptive-logit", {"kind": "logit"})
-    assert logit.identity_loss(logits, y).tolist() == [-50.0, -1.0]
+    assert logit.objective.loss(logits, y).tolist() == [-50.0, -1.0]
 
 
 def test_logit_attack_lowers_its_loss() -> None:

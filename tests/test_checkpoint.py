@@ -223,7 +223,7 @@ def test_a_latent_search_resumes_bit_identical_with_its_queries(attack: str, tmp
     prior = GanPrior(Generator(8, 16, 1, 4).eval(), Critic(16, 1, 4).eval(), "dcgan")
     settings = {"gmi": {"update": "adam"}, "lomma-gmi": {"identity": "ce"}, "kedmi": {"samples_per_step": 3}, "plgmi": {}}[attack]
     priors = {"gmi": lambda: prior, "lomma-gmi": lambda: LommaPrior(prior, [model], None),
-              "kedmi": lambda: KedmiPrior(prior.generator, KPlusOneDiscriminator(3, 16, 1, 4, 4, 2).eval(), "", 0),
+              "kedmi": lambda: KedmiPrior(prior.generator, KPlusOneDiscriminator(3, 16, 1, 4, 4, 2).eval(), 0),
               "plgmi": lambda: ConditionalPrior(ConditionalGenerator(3, 8, 16, 1, 4).eval(), None, {})}
 
     def run(ckpt: Checkpointer | None):

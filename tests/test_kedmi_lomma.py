@@ -144,14 +144,14 @@ def test_lomma_identity_term_is_mean_logit_loss_plus_target_p_reg() -> None:
     oracle = make_oracle(target, ThreatModel.WHITE_BOX, 3, (1, 16, 16))
     x, y = torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 1])
     attack = build_attack("lomma-kedmi", {"reg_weight": 0.5, "p_reg": "per-class"})
-    got = attack.identity_term(oracle, prior, x, y)  # per sample: the attack loop reduces it
+    got = attack.objective.term(oracle, prior, x, y)  # per sample: the attack loop reduces it
     want_t = -target(x).gather(1, y.view(-1, 1)).squeeze(1)
     want_s = -surrogate(x).gather(1, y.view(-1, 1)).squeeze(1)
     reg = (target.features(x) - mean[y]).pow(2).mean(1)
     assert got.shape == (4,)
     assert torch.allclose(got, (want_t + want_s) / 2 + 0.5 * reg, atol=1e-5)
     assert oracle.queries == 4  # one counted query of the target per image
-    ce = build_attack("lomma-gmi", {"identity": "ce"}).identity_term(oracle, prior, x, y)
+    ce = build_attack("lomma-gmi", {"identity": "ce"}).objective.term(oracle, prior, x, y)
     want_ce = (F.cross_entropy(target(x), y, reduction="none") + F.cross_entropy(surrogate(x), y, reduction="none")) / 2
     assert torch.allclose(ce, want_ce, atol=1e-5)
     assert prior.energy is not None and prior.generator is prior.base.generator  # delegation to the base prior

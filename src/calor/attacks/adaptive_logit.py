@@ -11,7 +11,7 @@ so the confidence level CA trained for is irrelevant to its objective (optionall
 the margin stops counting once it exceeds `kappa`, so the prior term takes over from there); against the low-rank head it still
 meets the tanh logit bound and saturation (see adaptive-bpda for that lever). Everything else is GMI
 (Zhang et al., CVPR 2020): same prior term, SGD lr 0.02 m 0.9, lam = 100, latents clamped to [-1, 1];
-this class only replaces GMI's `identity_loss`.
+this attack only swaps GMI's identity strategy (`LogitIdentity`).
 
 Deviation: unlike cross-entropy, these losses never saturate, so with GMI's lam = 100 the identity term
 dominates the prior term more than in GMI (LOMMA uses the logit loss with GMI's weights too).
@@ -26,6 +26,7 @@ import torch
 from ..errors import collect
 from .base import ATTACKS
 from .gmi import GMI, GMIConfig
+from .identity import Identity
 from .losses import margin, neg_true_logit
 from .oracle import ThreatModel
 
@@ -46,14 +47,19 @@ class LogitConfig(GMIConfig):
         collect(p, "adaptive-logit settings")
 
 
+class LogitIdentity(Identity):
+    """A logit-space loss of the target's logits (margin or -z_y), optionally capped at kappa."""
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.config.kappa is not None:
+            return -margin(logits, y).clamp(max=self.config.kappa)
+        return KINDS[self.config.kind](logits, y)
+
+
 @ATTACKS.register("adaptive-logit")
 class AdaptiveLogit(GMI):
     name = "adaptive-logit"
     threat_model = ThreatModel.WHITE_BOX
     paper = "adaptive attack on CALoR (Yu et al., arXiv 2410.05814) built on GMI (Zhang et al., CVPR 2020)"
     Config = LogitConfig
-
-    def identity_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.config.kappa is not None:
-            return -margin(logits, y).clamp(max=self.config.kappa)
-        return KINDS[self.config.kind](logits, y)
+    identity = LogitIdentity

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError, collect
 from .base import ATTACKS, PriorStore, Reconstructions
 from .gmi import GMI, GMIConfig
+from .identity import Identity
 from .oracle import BlackBoxOracle, ThreatModel, WhiteBoxOracle
 from .priors import GanPrior
 from .surrogates import soft_labels
@@ -94,15 +95,11 @@ def estimate_p_target(probs: torch.Tensor, top_k: int) -> tuple[float, torch.Ten
     return per_class.quantile(0.5).item(), per_class
 
 
-@ATTACKS.register("adaptive-pstar")
-class AdaptivePStar(GMI):
-    name = "adaptive-pstar"
-    threat_model = ThreatModel.WHITE_BOX
-    paper = "adaptive attack on CALoR (Yu et al., arXiv 2410.05814) built on GMI (Zhang et al., CVPR 2020)"
-    Config = PStarConfig
+class PStarIdentity(Identity):
+    """Pulls the target's true-class confidence to p_target (given, or estimated from public images)."""
 
-    def prepare(self, oracle: BlackBoxOracle, priors: PriorStore) -> PStarPrior:
-        gan = priors.gan()
+    def prepare(self, oracle: BlackBoxOracle, priors: PriorStore, base: Any) -> PStarPrior:
+        gan = base
         cfg = self.config
         if cfg.p_target is not None:
             estimate: dict[str, Any] = {"source": "config"}
@@ -123,13 +120,20 @@ class AdaptivePStar(GMI):
                         "queries": int(meta["queries"])}
         return PStarPrior(gan.generator, gan.critic, gan.kind, gan.path, p_target=p_t, estimate=estimate)
 
-    def identity_term(self, oracle: WhiteBoxOracle, prior: PStarPrior, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def term(self, oracle: WhiteBoxOracle, prior: PStarPrior, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return pstar_loss(oracle.logits(images), y, prior.p_target, self.config.form)
 
-    def _run(self, oracle: WhiteBoxOracle, prior: PStarPrior, classes: list[int], per_class: int, gen: torch.Generator) -> Reconstructions:
-        rec = super()._run(oracle, prior, classes, per_class, gen)
+    def finish(self, oracle: WhiteBoxOracle, prior: PStarPrior, rec: Reconstructions) -> None:
         with torch.no_grad():  # where the reconstructions ended up (N queries): near p_target if the attack worked
             p = oracle.probs(rec.images).gather(1, rec.labels.view(-1, 1).to(oracle.device)).squeeze(1)
         rec.extras |= {"p_target": prior.p_target, "p_target_estimate": prior.estimate,
                        "final_true_confidence_mean": p.mean().item()}
-        return rec
+
+
+@ATTACKS.register("adaptive-pstar")
+class AdaptivePStar(GMI):
+    name = "adaptive-pstar"
+    threat_model = ThreatModel.WHITE_BOX
+    paper = "adaptive attack on CALoR (Yu et al., arXiv 2410.05814) built on GMI (Zhang et al., CVPR 2020)"
+    Config = PStarConfig
+    identity = PStarIdentity

@@ -18,7 +18,7 @@ Distillation (shared `surrogates.distill`, Hinton KD at temperature 1 with Adam)
 "known architecture" assumption, with a plain linear head), `distill_epochs`/`distill_lr`/`distill_batch`
 default to the scenario's target training budget. GAN samples use latents uniform in [-clamp, clamp]
 (GMI's latent box). Then GMI unchanged (Zhang et al., CVPR 2020: lam = 100, SGD lr 0.02 m 0.9); this
-class only replaces GMI's `identity_term` (surrogate logits instead of the target's).
+attack only swaps GMI's identity strategy (`SurrogateIdentity`: surrogate logits instead of the target's).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from ..errors import collect
 from ..models.classifiers import CLASSIFIERS, build_classifier
 from .base import ATTACKS, PriorStore, Reconstructions
 from .gmi import GMI, GMIConfig
+from .identity import Identity
 from .oracle import BlackBoxOracle, ThreatModel
 from .priors import GanPrior
 from .surrogates import distill, budget_of, soft_labels
@@ -75,19 +76,15 @@ class SurrogatePrior(GanPrior):
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-@ATTACKS.register("adaptive-surrogate")
-class AdaptiveSurrogate(GMI):
-    name = "adaptive-surrogate"
-    threat_model = ThreatModel.BLACK_BOX
-    paper = ("adaptive attack on CALoR (Yu et al., arXiv 2410.05814): GMI (Zhang et al., CVPR 2020) transferred "
-             "from a surrogate distilled from the defended model's probabilities")
-    Config = SurrogateConfig
+class SurrogateIdentity(Identity):
+    """The identity loss of a surrogate distilled from the black-box target's probabilities: its gradient
+    stands in for the target's, which a black-box attacker does not have."""
 
-    def prepare(self, oracle: BlackBoxOracle, priors: PriorStore) -> SurrogatePrior:
+    def prepare(self, oracle: BlackBoxOracle, priors: PriorStore, base: Any) -> SurrogatePrior:
         cfg = self.config
         sc = budget_of(priors)
         spec = sc.target
-        gan = priors.gan()
+        gan = base
         public = priors.public_images()
         c, r = oracle.image_shape[0], oracle.image_shape[-1]
         arch = {"arch": cfg.surrogate_arch or spec.arch, "width": cfg.surrogate_width or spec.width,
@@ -126,14 +123,22 @@ class AdaptiveSurrogate(GMI):
         summary = {"config": key, "queries": int(meta["queries"]), "final_distill": meta["history"][-1] if meta["history"] else {}}
         return SurrogatePrior(gan.generator, gan.critic, gan.kind, gan.path, surrogate=surrogate, meta=summary)
 
-    def identity_term(self, oracle: BlackBoxOracle, prior: SurrogatePrior, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.identity_loss(prior.surrogate(images), y)  # the surrogate's gradient, never the target's
+    def term(self, oracle: BlackBoxOracle, prior: SurrogatePrior, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.loss(prior.surrogate(images), y)  # the surrogate's gradient, never the target's
 
-    def _run(self, oracle: BlackBoxOracle, prior: SurrogatePrior, classes: list[int], per_class: int, gen: torch.Generator) -> Reconstructions:
-        rec = super()._run(oracle, prior, classes, per_class, gen)
+    def finish(self, oracle: BlackBoxOracle, prior: SurrogatePrior, rec: Reconstructions) -> None:
         with torch.no_grad():  # does the transfer fool the defended model itself? (N black-box queries)
             p = oracle.probs(rec.images).cpu()
         rec.extras |= {"target_agreement": (p.argmax(1) == rec.labels).float().mean().item(),
                        "target_true_confidence_mean": p.gather(1, rec.labels.view(-1, 1)).mean().item(),
                        "surrogate": prior.meta}
-        return rec
+
+
+@ATTACKS.register("adaptive-surrogate")
+class AdaptiveSurrogate(GMI):
+    name = "adaptive-surrogate"
+    threat_model = ThreatModel.BLACK_BOX
+    paper = ("adaptive attack on CALoR (Yu et al., arXiv 2410.05814): GMI (Zhang et al., CVPR 2020) transferred "
+             "from a surrogate distilled from the defended model's probabilities")
+    Config = SurrogateConfig
+    identity = SurrogateIdentity

@@ -18,14 +18,14 @@ momentum step, so the gradient's size no longer matters, only its direction), `a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import collect
 from ..progress import task
 from .base import ATTACKS, Attack, PriorStore, Reconstructions, SearchProgress, batch_objective, initial_latents, snapshot_steps
+from .identity import Identity
 from .priors import GanPrior
 from .oracle import LabelOnlyOracle, ThreatModel, WhiteBoxOracle
 
@@ -78,17 +78,14 @@ class GMI(Attack):
     paper = "Zhang et al., The Secret Revealer, CVPR 2020"
     Config = GMIConfig
 
-    def prepare(self, oracle: LabelOnlyOracle, priors: PriorStore) -> GanPrior:
-        return priors.gan()
+    identity: ClassVar[type[Identity]] = Identity  # the identity strategy; attacks built on GMI's search swap it
 
-    def identity_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample (N,) term that pulls G(z) towards class y (cross-entropy in GMI)."""
-        return F.cross_entropy(logits, y, reduction="none")
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self.objective = self.identity(self.config)
 
-    def identity_term(self, oracle: WhiteBoxOracle, prior: Any, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample identity loss (N,) of generated `images`: `identity_loss` of the target's logits. Attacks
-        that need the images themselves (surrogate models, feature terms: LOMMA) override this instead."""
-        return self.identity_loss(oracle.logits(images), y)
+    def prepare(self, oracle: LabelOnlyOracle, priors: PriorStore) -> Any:
+        return self.objective.prepare(oracle, priors, priors.gan())
 
     def _run(self, oracle: WhiteBoxOracle, prior: GanPrior, classes: list[int], per_class: int, gen: torch.Generator) -> Reconstructions:
         G, D = prior.generator, prior.critic
@@ -110,7 +107,7 @@ class GMI(Attack):
                     trajectory.append(z.detach().cpu().clone())
                 fake = G(z)
                 prior_loss = prior.energy(fake).view(-1)
-                iden_loss = self.identity_term(oracle, prior, fake, y)
+                iden_loss = self.objective.term(oracle, prior, fake, y)
                 loss = batch_objective(prior_loss + cfg.lam * iden_loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -124,7 +121,9 @@ class GMI(Attack):
         trajectory.append(z.detach().cpu().clone())
         with torch.no_grad():
             images = G(z).cpu()
-        return Reconstructions(images=images, labels=y.cpu(), latents=z.detach().cpu(),
-                               extras={"final_identity_loss": iden_loss.mean().item(), "final_prior_loss": prior_loss.mean().item(),
-                                       "iterations": iterations, **progress.resumed()},
-                               trajectory=torch.stack(trajectory), decode=lambda z_, y_: G(z_))
+        rec = Reconstructions(images=images, labels=y.cpu(), latents=z.detach().cpu(),
+                              extras={"final_identity_loss": iden_loss.mean().item(), "final_prior_loss": prior_loss.mean().item(),
+                                      "iterations": iterations, **progress.resumed()},
+                              trajectory=torch.stack(trajectory), decode=lambda z_, y_: G(z_))
+        self.objective.finish(oracle, prior, rec)
+        return rec

@@ -44,7 +44,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,7 @@ from ..errors import collect
 from ..models.gan import Generator, downsampling_layers
 from ..progress import task
 from .base import ATTACKS, Attack, PriorStore, Reconstructions, SearchProgress, batch_objective, initial_latents, snapshot_steps
+from .identity import Identity
 from .oracle import LabelOnlyOracle, ThreatModel, WhiteBoxOracle
 from .surrogates import budget_of, soft_cross_entropy, soft_labels
 
@@ -103,7 +104,6 @@ class KedmiPrior:
 
     generator: Generator
     discriminator: KPlusOneDiscriminator
-    path: str = ""
     target_queries: int = 0
 
     def energy(self, images: torch.Tensor) -> torch.Tensor:
@@ -233,6 +233,11 @@ class KEDMI(Attack):
     threat_model = ThreatModel.WHITE_BOX
     paper = "Chen et al., Knowledge-Enriched Distributional Model Inversion Attacks, ICCV 2021"
     Config = KEDMIConfig
+    identity: ClassVar[type[Identity]] = Identity  # the identity strategy (lomma-kedmi swaps it)
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self.objective = self.identity(self.config)
 
     def gan_settings(self, oracle: LabelOnlyOracle, priors: PriorStore) -> KedmiGanSettings:
         """The GAN's budget: this attack's settings, else the scenario's prior spec."""
@@ -242,7 +247,7 @@ class KEDMI(Attack):
                                 batch_size=spec.batch_size, lr=spec.lr, width=spec.width, z_dim=spec.z_dim,
                                 entropy_weight=cfg.entropy_weight, mbd_features=cfg.mbd_features, mbd_kernel=cfg.mbd_kernel)
 
-    def prepare(self, oracle: WhiteBoxOracle, priors: PriorStore) -> KedmiPrior:
+    def prepare(self, oracle: WhiteBoxOracle, priors: PriorStore) -> Any:
         settings = self.gan_settings(oracle, priors)
         x_public = priors.public_images()
         device = priors.device
@@ -264,16 +269,7 @@ class KEDMI(Attack):
         D = KPlusOneDiscriminator(settings.num_classes, resolution, channels, settings.width, settings.mbd_features, settings.mbd_kernel)
         G.load_state_dict(_strip(tensors, "generator."))
         D.load_state_dict(_strip(tensors, "discriminator."))
-        path = str(getattr(priors, "used", {}).get("kedmi-gan", ""))
-        return KedmiPrior(G.to(device).eval(), D.to(device).eval(), path, int(meta.get("queries", 0)))
-
-    def identity_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample (N,) term that pulls G(z) towards class y (cross-entropy in KED-MI)."""
-        return F.cross_entropy(logits, y, reduction="none")
-
-    def identity_term(self, oracle: WhiteBoxOracle, prior: Any, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample identity loss (N,) of generated `images` (same hook as GMI's; LOMMA overrides it)."""
-        return self.identity_loss(oracle.logits(images), y)
+        return self.objective.prepare(oracle, priors, KedmiPrior(G.to(device).eval(), D.to(device).eval(), int(meta.get("queries", 0))))
 
     def _sample(self, mu: torch.Tensor, log_var: torch.Tensor, m: int, gen: torch.Generator) -> torch.Tensor:
         """m reparameterised samples of each class's Gaussian, class-major: (len(mu) * m, z_dim)."""
@@ -310,7 +306,7 @@ class KEDMI(Attack):
                     trajectory.append(self._reparameterise(mu, log_var, per_class, eps).detach().cpu())
                 fake = G(self._sample(mu, log_var, cfg.samples_per_step, gen))
                 prior_loss = prior.energy(fake).view(-1)
-                iden_loss = self.identity_term(oracle, prior, fake, y_step)
+                iden_loss = self.objective.term(oracle, prior, fake, y_step)
                 # sum over the batch / REFERENCE_BATCH; Adam is scale-free, so this only keeps losses comparable
                 loss = batch_objective(prior_loss + cfg.lam * iden_loss)
                 opt.zero_grad(set_to_none=True)
@@ -323,8 +319,10 @@ class KEDMI(Attack):
             trajectory.append(z.cpu())
             images = G(z).cpu()
         std = torch.exp(0.5 * log_var.detach())
-        return Reconstructions(images=images, labels=y.repeat_interleave(per_class).cpu(), latents=z.cpu(),
-                               trajectory=torch.stack(trajectory), decode=lambda z_, y_: G(z_),
-                               extras={"final_identity_loss": iden_loss.mean().item(), "final_prior_loss": prior_loss.mean().item(),
-                                       "iterations": iterations, "mean_latent_std": std.mean().item(),
-                                       "latent_std_by_class": std.mean(1).tolist(), **progress.resumed()})
+        rec = Reconstructions(images=images, labels=y.repeat_interleave(per_class).cpu(), latents=z.cpu(),
+                              trajectory=torch.stack(trajectory), decode=lambda z_, y_: G(z_),
+                              extras={"final_identity_loss": iden_loss.mean().item(), "final_prior_loss": prior_loss.mean().item(),
+                                      "iterations": iterations, "mean_latent_std": std.mean().item(),
+                                      "latent_std_by_class": std.mean(1).tolist(), **progress.resumed()})
+        self.objective.finish(oracle, prior, rec)
+        return rec

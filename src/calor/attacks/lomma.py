@@ -48,6 +48,7 @@ from ..errors import collect
 from ..models.classifiers import CLASSIFIERS, build_classifier
 from .base import ATTACKS, PriorStore, Reconstructions
 from .gmi import GMI, GMIConfig
+from .identity import Identity
 from .kedmi import KEDMI, KEDMIConfig
 from .losses import neg_true_logit
 from .oracle import ThreatModel, WhiteBoxOracle
@@ -136,14 +137,11 @@ def surrogate_specs(scenario: Any, count: int) -> list[dict[str, Any]]:
             for i in range(count)]
 
 
-class LommaMixin:
-    """Adds LOMMA to a base attack whose `_run` calls `identity_term(oracle, prior, images, y)`."""
+class LommaIdentity(Identity):
+    """LOMMA as an identity strategy for GMI's or KED-MI's search: the prior gains surrogates (and p_reg),
+    the identity term becomes the mean over target and surrogates (plus p_reg)."""
 
-    config: Any
-    name: str
-
-    def prepare(self, oracle: WhiteBoxOracle, priors: PriorStore) -> LommaPrior:
-        base = super().prepare(oracle, priors)  # type: ignore[misc]
+    def prepare(self, oracle: WhiteBoxOracle, priors: PriorStore, base: Any) -> LommaPrior:
         cfg = self.config
         sc = budget_of(priors)
         count = cfg.surrogates if cfg.surrogates is not None else min(3, max(1, sc.target.epochs // 2))
@@ -207,12 +205,10 @@ class LommaMixin:
         tensors, _meta = priors.cached("lomma-preg", {"mode": mode, "num_classes": k}, build, depends_on_target=True)
         return tensors["mean"].to(priors.device)
 
-    def _run(self, oracle: WhiteBoxOracle, prior: LommaPrior, classes: list[int], per_class: int, gen: torch.Generator) -> Reconstructions:
-        rec = super()._run(oracle, prior, classes, per_class, gen)  # type: ignore[misc]
+    def finish(self, oracle: WhiteBoxOracle, prior: LommaPrior, rec: Reconstructions) -> None:
         rec.extras["surrogates"] = prior.surrogate_specs
-        return rec
 
-    def identity_term(self, oracle: WhiteBoxOracle, prior: LommaPrior, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def term(self, oracle: WhiteBoxOracle, prior: LommaPrior, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample (N,): mean over target and surrogates of the per-model identity loss, plus the target's
         p_reg term (mean squared feature deviation of each sample)."""
         cfg = self.config
@@ -228,16 +224,18 @@ class LommaMixin:
 
 
 @ATTACKS.register("lomma-gmi")
-class LommaGMI(LommaMixin, GMI):
+class LommaGMI(GMI):
     name = "lomma-gmi"
     threat_model = ThreatModel.WHITE_BOX
     paper = "Nguyen et al., Re-thinking Model Inversion Attacks Against Deep Neural Networks, CVPR 2023 (on GMI)"
     Config = LommaGMIConfig
+    identity = LommaIdentity
 
 
 @ATTACKS.register("lomma-kedmi")
-class LommaKEDMI(LommaMixin, KEDMI):
+class LommaKEDMI(KEDMI):
     name = "lomma-kedmi"
     threat_model = ThreatModel.WHITE_BOX
     paper = "Nguyen et al., Re-thinking Model Inversion Attacks Against Deep Neural Networks, CVPR 2023 (on KED-MI)"
     Config = LommaKEDMIConfig
+    identity = LommaIdentity
