@@ -14,15 +14,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def registries_restored(monkeypatch):
+    """An example registers a defense or an attack; the other tests (which check that every registered
+    attack is one of calor's inspected modules) must not see it afterwards."""
+    from calor.attacks.base import ATTACKS
+    from calor.defenses.base import DEFENSES
+
+    for registry in (ATTACKS, DEFENSES):
+        monkeypatch.setattr(registry, "_items", dict(registry._items))
+
+
 def load_example(name: str) -> ModuleType:
-    """examples/<name>.py as a module (loaded once per process: it registers a defense or an attack)."""
-    key = f"calor_example_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, ROOT / "examples" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
+    """examples/<name>.py as a fresh module (it registers its defense or attack into the registries)."""
+    spec = importlib.util.spec_from_file_location(f"calor_example_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_example_harden_and_audit(tmp_path, monkeypatch) -> None:
