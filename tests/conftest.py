@@ -46,3 +46,29 @@ def tiny_scenario(tiny_yaml: Path):
     from calor import load_scenario
 
     return load_scenario(tiny_yaml)
+
+
+USER_NET = (
+    "from torch import nn\n"
+    "class Net(nn.Module):\n"
+    "    def __init__(self, classes=3):\n"
+    "        super().__init__()\n"
+    "        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten())\n"
+    "        self.fc = nn.Linear(128, classes)\n"
+    "    def forward(self, x):\n"
+    "        return self.fc(self.body(x))\n")
+
+
+@pytest.fixture
+def user_package(tmp_path: Path, monkeypatch):
+    """A user's package `usermodels` on the import path, defining `Net`, a 16x16 one-channel classifier for
+    the tiny scenario (not a calor model); removed from sys.modules afterwards."""
+    import importlib
+    import sys
+
+    pkg = tmp_path / "usermodels"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(USER_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield importlib.import_module("usermodels")
+    sys.modules.pop("usermodels", None)

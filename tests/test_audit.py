@@ -119,30 +119,14 @@ def test_audit_refuses_bad_input_with_one_clear_message(digits) -> None:
         calor.audit({"a": model, "b": DigitNet(classes=4)}, train, public, input_range=(0.0, 1.0), **kw)
 
 
-def test_the_cli_audits_a_safetensors_checkpoint_and_its_hardened_version(tiny_yaml, tmp_path, capsys, monkeypatch) -> None:
-    import importlib
-    import sys
-
+def test_the_cli_audits_a_safetensors_checkpoint_and_its_hardened_version(tiny_yaml, tmp_path, capsys, user_package) -> None:
     from safetensors.torch import save_file
 
     from calor.cli import main
 
-    # a user's package on the import path: a 16x16 one-channel model taking calor's [-1, 1] images
-    pkg = tmp_path / "auditmodels"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text(
-        "from torch import nn\n"
-        "class Net(nn.Module):\n"
-        "    def __init__(self, classes=3):\n"
-        "        super().__init__()\n"
-        "        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten())\n"
-        "        self.fc = nn.Linear(128, classes)\n"
-        "    def forward(self, x):\n"
-        "        return self.fc(self.body(x))\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    net = importlib.import_module("auditmodels").Net()
+    net = user_package.Net()  # a user's 16x16 one-channel model taking calor's [-1, 1] images
     save_file(net.state_dict(), str(tmp_path / "plain.safetensors"))
-    common = ["--module", "auditmodels:Net", "--scenario", str(tiny_yaml), "--quiet", "--cache", str(tmp_path / "c")]
+    common = ["--module", "usermodels:Net", "--scenario", str(tiny_yaml), "--quiet", "--cache", str(tmp_path / "c")]
     assert main(["harden", "--checkpoint", str(tmp_path / "plain.safetensors"), *common, "--rank", "4", "--epochs", "1",
                  "--ca-epochs", "1", "--out", str(tmp_path / "hard.safetensors")]) == 0
     capsys.readouterr()
@@ -157,4 +141,3 @@ def test_the_cli_audits_a_safetensors_checkpoint_and_its_hardened_version(tiny_y
     # a checkpoint that is not there: one line, exit 2
     assert main(["audit", "--checkpoint", str(tmp_path / "gone.safetensors"), *common, "--out", str(out)]) == 2
     assert "gone.safetensors" in capsys.readouterr().err
-    sys.modules.pop("auditmodels", None)

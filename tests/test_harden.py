@@ -101,30 +101,14 @@ def test_harden_refuses_bad_data() -> None:
         calor.harden(TinyNet(), (torch.randn(6, 1, 8, 8), torch.arange(6)))
 
 
-def test_the_cli_hardens_a_safetensors_checkpoint_of_a_user_module(tiny_yaml, tmp_path, capsys, monkeypatch) -> None:
+def test_the_cli_hardens_a_safetensors_checkpoint_of_a_user_module(tiny_yaml, tmp_path, capsys, user_package) -> None:
     import json
-    import sys
 
     from safetensors.torch import load_file, save_file
 
     from calor.cli import main
 
-    # a user's package on the import path, defining a 16x16 one-channel model for the tiny scenario
-    pkg = tmp_path / "usermodels"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text(
-        "from torch import nn\n"
-        "class Net(nn.Module):\n"
-        "    def __init__(self, classes=3):\n"
-        "        super().__init__()\n"
-        "        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten())\n"
-        "        self.fc = nn.Linear(128, classes)\n"
-        "    def forward(self, x):\n"
-        "        return self.fc(self.body(x))\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import importlib
-
-    net = importlib.import_module("usermodels").Net()
+    net = user_package.Net()
     save_file(net.state_dict(), str(tmp_path / "net.safetensors"))
     out = tmp_path / "hardened.safetensors"
     argv = ["harden", "--checkpoint", str(tmp_path / "net.safetensors"), "--module", "usermodels:Net", "--scenario", str(tiny_yaml),
@@ -141,7 +125,6 @@ def test_the_cli_hardens_a_safetensors_checkpoint_of_a_user_module(tiny_yaml, tm
     assert "the weights do not fit Net" in capsys.readouterr().err
     assert main([*argv[:3], "--module", "nowhere.models:Net", *argv[5:]]) == 2
     assert "--module nowhere.models:Net: cannot import it" in capsys.readouterr().err
-    sys.modules.pop("usermodels", None)
 
 
 def test_the_head_is_found_by_its_outputs_not_by_registration_order() -> None:

@@ -36,6 +36,15 @@ def _common(p: argparse.ArgumentParser, *, out: str | None = None) -> None:
         p.add_argument("--out", default=out, help=f"output directory (default {out})")
 
 
+def _user_model_options(p: argparse.ArgumentParser, checkpoint_help: str) -> None:
+    """--checkpoint and the model it loads into (--module or --arch, --module-kwargs): `_user_model` reads them."""
+    p.add_argument("--checkpoint", required=True, help=checkpoint_help)
+    model_src = p.add_mutually_exclusive_group(required=True)
+    model_src.add_argument("--module", help="your model class as pkg.module:Class (importable from here)")
+    model_src.add_argument("--arch", help="a calor classifier (see `calor list models`), built with the scenario's target sizes")
+    p.add_argument("--module-kwargs", default="{}", help="JSON keyword arguments for --module's class (default {})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="calor",
@@ -105,11 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "through it and fine-tune with the confidence-adaptation loss on the scenario's private "
                                    "training split, and write the hardened weights (safetensors) and a JSON record.")
     _common(p)
-    p.add_argument("--checkpoint", required=True, help="the model's weights: .safetensors, or a state-dict file read with weights_only=True")
-    model_src = p.add_mutually_exclusive_group(required=True)
-    model_src.add_argument("--module", help="your model class as pkg.module:Class (importable from here)")
-    model_src.add_argument("--arch", help="a calor classifier (see `calor list models`), built with the scenario's target sizes")
-    p.add_argument("--module-kwargs", default="{}", help="JSON keyword arguments for --module's class (default {})")
+    _user_model_options(p, "the model's weights: .safetensors, or a state-dict file read with weights_only=True")
     p.add_argument("--layer", default=None, help="the nn.Linear to replace (dotted name; default: the last one)")
     p.add_argument("--rank", type=int, default=None, help="bottleneck rank (default min(50, d/2))")
     p.add_argument("--gamma", type=float, default=8.0, help="CA loss gamma: target confidence p* = exp(-1/gamma) (default 8)")
@@ -127,11 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with the same prior, judge and latent initialisations, using the scenario's private, test "
                                    "and public splits, and write report.md, results.json, reconstructions and grids to --out.")
     _common(p)
-    p.add_argument("--checkpoint", required=True, help="the baseline model's weights (.safetensors, or a state dict read with weights_only=True)")
-    model_src = p.add_mutually_exclusive_group(required=True)
-    model_src.add_argument("--module", help="your model class as pkg.module:Class (importable from here)")
-    model_src.add_argument("--arch", help="a calor classifier (see `calor list models`), built with the scenario's target sizes")
-    p.add_argument("--module-kwargs", default="{}", help="JSON keyword arguments for --module's class (default {})")
+    _user_model_options(p, "the baseline model's weights (.safetensors, or a state dict read with weights_only=True)")
     p.add_argument("--compare", action="append", default=[], metavar="CHECKPOINT",
                    help="another checkpoint of the same class to audit beside the baseline (repeatable); a `calor harden` "
                         "output is recognised by its JSON record")
