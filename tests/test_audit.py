@@ -79,6 +79,9 @@ def test_a_user_model_trained_hardened_and_audited_beside_its_plain_self(digits,
     diag = result.row("hardened", "gmi")["diagnostics"]
     assert diag["saturated_fraction"] is not None and len(diag["grad_ratio"]) == len(diag["progress"])
     assert result.row("plain", "gmi")["diagnostics"]["saturated_fraction"] is None
+    from calor.records import ROW_SCHEMA
+
+    assert all(r["schema"] == ROW_SCHEMA for r in result.rows)  # typed, versioned records (calor.records)
     # floors and ceiling by the same code
     assert {r["label"] for r in result.rows if r.get("calibration")} == {"floor: prior", "floor: public", "ceiling: private test"}
 

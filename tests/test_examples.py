@@ -49,7 +49,9 @@ def test_example_add_a_defense(tmp_path, monkeypatch) -> None:
     assert set(runs) == {"none", "confidence-penalty"}
     from calor import ConfigError, Scenario
 
-    assert runs["confidence-penalty"].meta["key"]["attack"] == "gmi"
+    from calor.records import CARD_SCHEMA
+
+    assert runs["confidence-penalty"].meta["key"]["attack"] == "gmi" and runs["none"].meta["schema"] == CARD_SCHEMA
     # the registered config type validates a scenario's defenses block like a built-in defense's
     with pytest.raises(ConfigError, match="beta=-1.0: the entropy weight must be >= 0"):
         Scenario(defenses={"confidence-penalty": {"beta": -1.0}})

@@ -21,6 +21,7 @@ from .diagnostics import gradient_path
 from .errors import ConfigError
 from .evaluation import Judge, judge_images
 from .progress import log
+from .records import CARD_SCHEMA, AttackCard
 from .runtime import seed_everything
 from .scenario import Scenario
 from .scenario_data import load_data
@@ -35,7 +36,7 @@ class AttackRun:
 
     reconstructions: Reconstructions
     metrics: dict[str, Any]
-    meta: dict[str, Any]
+    meta: AttackCard
     path: Path
 
 
@@ -117,7 +118,7 @@ def attack_target(
         metrics["prior_queries"] = sum(priors.queries.values())
         metrics["prior_seconds"] = sum(priors.seconds.values())
         metrics["attack_seconds"] = rec.seconds
-        meta = {"attack": attack, "threat_model": atk.threat_model.value, "attack_config": atk.config_dict(),
+        meta = {"schema": CARD_SCHEMA, "attack": attack, "threat_model": atk.threat_model.value, "attack_config": atk.config_dict(),
                 "target": str(target.path), "judges": {j.name: j.path for j in judges}, "priors": priors.used,
                 "classes": classes, "per_class": per_class, "seed": seed, "metrics": metrics, "queries": rec.queries,
                 "attack_seconds": rec.seconds, "extras": rec.extras}

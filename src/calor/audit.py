@@ -38,7 +38,8 @@ from .harden import final_linear
 from .models.classifiers import build_classifier
 from .prior_store import MemoryPriors
 from .progress import log
-from .rows import ROW_SCHEMA, ResultRow, calibration_fields, judge_check, metric_fields
+from .records import ROW_SCHEMA, ResultRow
+from .rows import calibration_fields, judge_check, metric_fields
 from .runtime import resolve_device, seed_everything, versions
 from .scenario import AttackSpec, ClassifierSpec, PriorSpec
 from .training import train_classifier

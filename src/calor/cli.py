@@ -462,6 +462,11 @@ def cmd_harden(args: argparse.Namespace) -> int:
     return 0
 
 
+def _or(value: Any, default: Any) -> Any:
+    """An option's value, or `default` when it was not given (0 is a value: validation refuses it)."""
+    return default if value is None else value
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import audit
     from .prior_store import Priors
@@ -487,7 +492,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                    [a.strip() for a in args.attacks.split(",") if a.strip()], test_data=(data.x_test, data.y_test),
                    evaluator=train_judges(scenario, ws), prior=Priors(scenario, seeds[0], ws).gan(),
                    attacker_model=scenario.target, classes=scenario.attacked_classes(),
-                   per_class=args.per_class or scenario.attack.per_class, iterations=args.iterations or scenario.attack.iterations,
+                   per_class=_or(args.per_class, scenario.attack.per_class), iterations=_or(args.iterations, scenario.attack.iterations),
                    seeds=seeds, device=ws.device)
     out = result.save(args.out)
     print(plain_table(*results_table(result.rows, ["attack_acc@1", "attack_acc@1_open", "judge_confidence", "knn_dist"],

@@ -11,7 +11,7 @@ import shutil
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -20,9 +20,8 @@ from .data.splits import SplitData
 from .images import save_annotated_grid
 from .summary import METRICS as METRIC_SPECS
 from .summary import comparisons, diagnostics_summary, estimate, fmt_interval, group, published, significance_marks
+from .records import ResultRow
 
-if TYPE_CHECKING:  # rows.py imports the attack code; the reports only need the type
-    from .rows import ResultRow
 
 # metric -> True if larger is better *for the defender* (plots' aggregate)
 METRICS = {"attack_acc@1": False, "attack_acc@1_open": False, "attack_acc@5": False, "knn_dist": True, "kid": True}

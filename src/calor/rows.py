@@ -4,41 +4,19 @@ numbers (with per-sample values for intervals and paired tests) and everything t
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any
 
 from .attack_runs import AttackRun, attack_request, evaluate_reconstructions
 from .attacks.base import Reconstructions
 from .evaluation import Judge, calibration_images
 from .prior_store import Priors
 from .progress import log
+from .records import ROW_SCHEMA, ResultRow
 from .runtime import versions
 from .scenario import Scenario
 from .scenario_data import load_data
 from .targets import TrainedClassifier
 from .workspace import Workspace
-
-ROW_SCHEMA = 2  # rows without "schema" are version 1 (the same keys); bump when a key changes meaning
-
-ResultRow = TypedDict("ResultRow", {
-    "schema": int,  # ROW_SCHEMA of the code that wrote the row
-    # what was measured
-    "scenario": str, "defense": str, "label": str, "variant": dict, "attack": str, "attack_name": str, "attack_variant": dict,
-    "cell": str, "seed": int, "tuning_seed": bool, "calibration": bool, "threat_model": str, "classes": list, "per_class": int,
-    # the numbers (ROW_METRICS, each a mean over the row's reconstructions), per reconstruction, and their context
-    "attack_acc@1": float, "attack_acc@1_open": float, "attack_acc@5": float, "judge_confidence": float,
-    "judge_confidence_open": float, "public_verdict_rate": float, "knn_dist": float, "pixel_mse": float, "ssim": float,
-    "kid": float, "eval_fid": "float | None", "degenerate_rate": float, "diversity": "float | None", "coverage": "float | None",
-    "n": int, "per_sample": dict, "judges": dict, "judge": dict, "diagnostics": "dict | None", "natural_acc": float,
-    "eval_model_acc": float, "mean_train_confidence": float, "train_confidence_histogram": list, "confidence_by_stage": dict,
-    # cost
-    "train_s": float, "attack_s": float, "prior_s": float, "metrics_s": float, "queries": int, "prior_queries": int,
-    # provenance: configs, artifacts, data split, versions of the code and machine
-    "defense_config": dict, "attack_config": dict, "target_seed": int, "artifacts": dict, "scenario_config": dict,
-    "data_split": dict, "versions": dict, "target_versions": dict, "reported_with": dict, "code": "dict | None",
-    "target_code": "dict | None", "grid": str, "data_key_hash": str, "extras": dict,
-}, total=False)
-ResultRow.__doc__ = """A result row: one (target, attack, seed) cell or one floor/ceiling set. Written by `result_row`,
-`calibration_fields`, `calor.bench` (cell keys) and `calor.audit`; read by `calor.summary`, `calor.report` and the CLI."""
 
 # the metrics of a result row, in the order tables show them (calor.report.METRICS says which way is better)
 ROW_METRICS = ("attack_acc@1", "attack_acc@1_open", "attack_acc@5", "judge_confidence", "judge_confidence_open", "public_verdict_rate",

@@ -18,15 +18,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from scipy import stats as sps
 
 from .stats import hierarchical_bootstrap, holm, paired_difference, wilson_interval
+from .records import ResultRow
 
-if TYPE_CHECKING:  # rows.py imports the attack code; the reports only need the type
-    from .rows import ResultRow
 
 # metric -> (per-sample key or None for set-level metrics, True if a larger value means LESS leakage)
 METRICS: dict[str, tuple[str | None, bool]] = {

@@ -20,6 +20,7 @@ from .metrics.accuracy import natural_accuracy, predict
 from .metrics.confidence import confidence_summary, true_class_confidence
 from .models.classifiers import Classifier, build_classifier
 from .progress import log
+from .records import CARD_SCHEMA, TargetCard
 from .runtime import seed_everything
 from .scenario import ClassifierSpec, Scenario
 from .scenario_data import data_key, load_data, split_summary
@@ -33,7 +34,7 @@ class TrainedClassifier:
     """A target or judge: the model (eval mode), its artifact meta (config, metrics, history) and directory."""
 
     model: Classifier
-    meta: dict[str, Any]
+    meta: TargetCard
     path: Path
 
 
@@ -138,7 +139,7 @@ def train_target(scenario: Scenario, defense: str = "none", *, seed: int = 0, se
             "seconds_per_epoch": sum(e["seconds"] for e in epochs) / max(len(epochs), 1),
             "defense": defense_obj.summary(),
         }
-        meta = {"model": key["model"], "defense": defense, "defense_config": defense_obj.config_dict(), "seed": seed,
+        meta = {"schema": CARD_SCHEMA, "model": key["model"], "defense": defense, "defense_config": defense_obj.config_dict(), "seed": seed,
                 "metrics": metrics, "history": history, "scenario": scenario.to_dict(), "data_split": split_summary(data)}
         log(f"target {defense}: natural acc {metrics['natural_acc']:.4f}, mean train confidence "
             f"{metrics['train_confidence']['mean']:.3f}, {train_s:.1f}s -> {ws.cache / rel}")
@@ -180,7 +181,7 @@ def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None, inde
             "train_seconds": train_s,
             "test_confidence": confidence_summary(logits[:, :k].softmax(1).gather(1, data.y_test.view(-1, 1)).squeeze(1)),
         }
-        meta = {"model": key["model"], "defense": "none", "defense_config": {}, "seed": seed,
+        meta = {"schema": CARD_SCHEMA, "model": key["model"], "defense": "none", "defense_config": {}, "seed": seed,
                 "judge": {"name": judge_name(spec), "num_private": k, "classes": scenario.judge_classes},
                 "metrics": metrics, "history": history, "scenario": scenario.to_dict(), "data_split": split_summary(data)}
         log(f"judge {judge_name(spec)}: private-test acc {metrics['natural_acc']:.4f} (open-set {metrics['natural_acc_open']:.4f}), "
