@@ -140,7 +140,9 @@ def test_the_cli_audits_a_safetensors_checkpoint_and_its_hardened_version(tiny_y
     assert "plain" in printed and "hard" in printed and "report.md" in printed
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert {r["label"] for r in rows if not r.get("calibration")} == {"plain", "hard"}
-    assert "| gmi | hard | plain |" in (out / "report.md").read_text()  # the paired comparison
+    report = (out / "report.md").read_text()
+    assert "| gmi | hard | plain |" in report  # the paired comparison
+    assert "(calor artifact resnet-w4-" in report  # the scenario's judge, named by its artifact
     # a checkpoint that is not there: one line, exit 2
     assert main(["audit", "--checkpoint", str(tmp_path / "gone.safetensors"), *common, "--out", str(out)]) == 2
     assert "gone.safetensors" in capsys.readouterr().err

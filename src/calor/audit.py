@@ -163,6 +163,14 @@ class AuditResult:
         return out
 
 
+def _judge_source(judge: Judge) -> str:
+    """Where the judge came from, in words: trained here, given by the caller, or a calor artifact (by name;
+    its full path is in `config["judge"]["path"]`)."""
+    if judge.path in ("trained by calor", "given", ""):
+        return judge.path or "given"
+    return f"calor artifact {Path(judge.path).name}"
+
+
 def _ends(values: list[float | None] | None) -> str:
     if not values or values[0] is None or values[-1] is None:
         return "-"
@@ -360,10 +368,10 @@ def audit(models: nn.Module | Mapping[str, nn.Module], private_data: Any, public
         "natural_acc": natural_acc, "held_out": held_out, "num_classes": num_classes,
         "data": {"private": len(x), "test": len(xt), "public": len(xp), "image_shape": list(x.shape[1:]),
                  "public_labels": yp is not None},
-        "judge": {"name": primary.name, "natural_acc": primary.natural_acc, "source": primary.path or "given",
+        "judge": {"name": primary.name, "natural_acc": primary.natural_acc, "source": _judge_source(primary),
                   "classes": ("open set: trained on the private and the public classes" if primary.open_set
                               else "private classes only"),
-                  "all": {j.name: j.natural_acc for j in judges}},
+                  "path": primary.path, "all": {j.name: j.natural_acc for j in judges}},
         "prior": {"given": isinstance(prior, GanPrior), "spec": None if isinstance(prior, GanPrior) else vars(prior_spec).copy()},
         "attacker_model": vars(attacker_model).copy(), "device": str(dev), "versions": versions(),
     }
