@@ -35,6 +35,7 @@ from .diagnostics import gradient_path
 from .errors import ConfigError, DataError
 from .evaluation import CALIBRATION_SETS, Judge, calibration_images
 from .harden import final_linear
+from .metrics.accuracy import predict
 from .models.classifiers import build_classifier
 from .prior_store import MemoryPriors
 from .progress import log
@@ -227,8 +228,6 @@ def _train_judge(spec: ClassifierSpec, x: torch.Tensor, y: torch.Tensor, public:
 
 
 def _closed_set_accuracy(model: nn.Module, num_private: int, x: torch.Tensor, y: torch.Tensor) -> float:
-    from .metrics.accuracy import predict
-
     return (predict(model, x)[:, :num_private].argmax(1) == y).float().mean().item()
 
 

@@ -31,6 +31,12 @@ def gan_key(scenario: Scenario, seed: int) -> tuple[dict[str, Any], str]:
     return key, f"priors/{scenario.prior.kind}-{config_hash(key)}"
 
 
+def run_build(build: Callable[..., Any], checkpoint: Any) -> Any:
+    """Call an attack-specific prior's `build`; one that takes a `checkpoint` (a long per-target GAN)
+    snapshots inside its loop and resumes from it."""
+    return build(checkpoint=checkpoint) if "checkpoint" in inspect.signature(build).parameters else build()
+
+
 def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
@@ -80,8 +86,7 @@ class Priors:
         def run(ckpt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, torch.Tensor]]:
             t0 = time.perf_counter()
             seed_everything(self.seed)
-            # a build that takes a `checkpoint` (a long per-target GAN) snapshots inside its loop and resumes
-            tensors, extra = build(checkpoint=ckpt) if "checkpoint" in inspect.signature(build).parameters else build()
+            tensors, extra = run_build(build, ckpt)
             seconds = time.perf_counter() - t0
             log(f"prior {name}: {seconds:.1f}s -> {self.ws.cache / rel}")
             return tensors, {"seed": self.seed, **extra, "train_seconds": seconds}, tensors
@@ -147,8 +152,7 @@ class MemoryPriors:
             if key not in self._built:
                 t0 = time.perf_counter()
                 seed_everything(seed)
-                tensors, extra = (build(checkpoint=no_checkpoints()) if "checkpoint" in inspect.signature(build).parameters
-                                  else build())
+                tensors, extra = run_build(build, no_checkpoints())
                 self._built[key] = (tensors, {**extra, "train_seconds": time.perf_counter() - t0})
             tensors, meta = self._built[key]
             spent["queries"] = spent.get("queries", 0) + int(meta.get("queries", 0))

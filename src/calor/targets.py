@@ -120,7 +120,7 @@ def train_target(scenario: Scenario, defense: str = "none", *, seed: int = 0, se
             return {}
         return {"train_confidence": confidence_summary(true_class_confidence(m, data.x_train, data.y_train))}
 
-    def build(ckpt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], TrainedClassifier]:
+    def build(ckpt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], Classifier]:
         seed_everything(seed)
         model = build_model(key["model"], defense_obj)
         t0 = time.perf_counter()
@@ -143,11 +143,11 @@ def train_target(scenario: Scenario, defense: str = "none", *, seed: int = 0, se
                 "metrics": metrics, "history": history, "scenario": scenario.to_dict(), "data_split": split_summary(data)}
         log(f"target {defense}: natural acc {metrics['natural_acc']:.4f}, mean train confidence "
             f"{metrics['train_confidence']['mean']:.3f}, {train_s:.1f}s -> {ws.cache / rel}")
-        return model.state_dict(), meta, TrainedClassifier(model.eval(), {}, Path())
+        return model.state_dict(), meta, model.eval()
 
-    tc, meta, path = ws.cached(rel, key, classifier_code(type(defense_obj)), build=build,
-                               load=lambda art: _from_artifact(art, ws.device), what=f"target {defense}")
-    return TrainedClassifier(tc.model, meta, path)
+    model, meta, path = ws.cached(rel, key, classifier_code(type(defense_obj)), build=build,
+                               load=lambda art: _from_artifact(art, ws.device).model, what=f"target {defense}")
+    return TrainedClassifier(model, meta, path)
 
 
 def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None, index: int = 0) -> TrainedClassifier:
@@ -161,7 +161,7 @@ def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None, inde
     key, rel = evaluation_model_key(scenario, index)
     defense = build_defense("none", {})
 
-    def build(ckpt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], TrainedClassifier]:
+    def build(ckpt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], Classifier]:
         data = load_data(scenario)
         x, y = data.x_train, data.y_train
         if scenario.judge_classes == "private+public":
@@ -186,11 +186,11 @@ def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None, inde
                 "metrics": metrics, "history": history, "scenario": scenario.to_dict(), "data_split": split_summary(data)}
         log(f"judge {judge_name(spec)}: private-test acc {metrics['natural_acc']:.4f} (open-set {metrics['natural_acc_open']:.4f}), "
             f"{train_s:.1f}s -> {ws.cache / rel}")
-        return model.state_dict(), meta, TrainedClassifier(model.eval(), {}, Path())
+        return model.state_dict(), meta, model.eval()
 
-    tc, meta, path = ws.cached(rel, key, classifier_code(type(defense)), build=build,
-                               load=lambda art: _from_artifact(art, ws.device), what=f"judge {judge_name(spec)}")
-    return TrainedClassifier(tc.model, meta, path)
+    model, meta, path = ws.cached(rel, key, classifier_code(type(defense)), build=build,
+                               load=lambda art: _from_artifact(art, ws.device).model, what=f"judge {judge_name(spec)}")
+    return TrainedClassifier(model, meta, path)
 
 
 def train_judges(scenario: Scenario, ws: Workspace | None = None) -> list[Judge]:
