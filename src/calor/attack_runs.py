@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .evaluation import Judge, judge_images
 from .progress import log
 from .records import CARD_SCHEMA, AttackCard
-from .runtime import seed_everything
+from .runtime import compute_key, seed_everything
 from .scenario import Scenario
 from .scenario_data import load_data
 from .targets import TrainedClassifier, train_judges
@@ -96,7 +96,7 @@ def attack_target(
     classes, per_class = attack_request(scenario, classes, per_class)
     judges = judges or train_judges(scenario, ws)
     data = load_data(scenario)
-    key = {"format": ARTIFACT_FORMAT, "kind": "attack", "target": target.meta["hash"], "judges": [j.hash for j in judges],
+    key = {"format": ARTIFACT_FORMAT, "kind": "attack", **compute_key(), "target": target.meta["hash"], "judges": [j.hash for j in judges],
            "reference": reference.meta["hash"] if reference is not None else None,
            "attack": attack, "attack_config": atk.config_dict(), "prior": to_dict(scenario.prior), "classes": classes,
            "per_class": per_class, "seed": seed}

@@ -18,7 +18,7 @@ from .config import to_dict
 from .errors import ArtifactError
 from .models.gan import Critic, Generator
 from .progress import log
-from .runtime import seed_everything
+from .runtime import compute_key, seed_everything
 from .scenario import ClassifierSpec, PriorSpec, Scenario
 from .scenario_data import data_key, load_data, split_summary
 from .versioning import code_versions, module_file
@@ -27,7 +27,7 @@ from .workspace import ARTIFACT_FORMAT, COMMON_CODE, Workspace, gan_code
 
 def gan_key(scenario: Scenario, seed: int) -> tuple[dict[str, Any], str]:
     """The cache key and relative location of the scenario's shared GAN prior for `seed`."""
-    key = {"format": ARTIFACT_FORMAT, "kind": "prior-gan", **data_key(scenario), "prior": to_dict(scenario.prior), "seed": seed}
+    key = {"format": ARTIFACT_FORMAT, "kind": "prior-gan", **data_key(scenario), **compute_key(), "prior": to_dict(scenario.prior), "seed": seed}
     return key, f"priors/{scenario.prior.kind}-{config_hash(key)}"
 
 
@@ -76,7 +76,7 @@ class Priors:
         (tensors, extra meta)) only when no finished artifact exists for that key."""
         if depends_on_target and self.target_hash is None:
             raise ArtifactError(f"prior {name!r} depends on the target, but no target was given")
-        key = {"format": ARTIFACT_FORMAT, "kind": f"prior-{name}", **data_key(self.scenario), "config": config, "seed": self.seed,
+        key = {"format": ARTIFACT_FORMAT, "kind": f"prior-{name}", **data_key(self.scenario), **compute_key(), "config": config, "seed": self.seed,
                "target": self.target_hash if depends_on_target else None}
         rel = f"priors/{name}-{config_hash(key)}"
         # the prior depends on the module whose `build` makes it (and its imports), not on which attack asks:

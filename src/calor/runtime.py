@@ -3,6 +3,7 @@ number of torch threads or seeds an RNG globally."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -26,6 +27,43 @@ def resolve_device(name: str = "cpu") -> torch.device:
             raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
         return torch.device(name)
     raise ConfigError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto")
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_precision = "fp32"
+
+
+def set_precision(name: str) -> None:
+    """Mixed precision for training and attacks: fp32 (default), bf16 or fp16 (autocast; fp16 with a gradient
+    scaler, CUDA only). Recorded in `versions()` and in the cache key of everything trained under it."""
+    global _precision
+    if name not in PRECISIONS:
+        raise ConfigError(f"--precision {name!r}: choose {', '.join(PRECISIONS)}")
+    _precision = name
+
+
+def precision() -> str:
+    return _precision
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast region of a forward pass under the chosen precision (nothing for fp32)."""
+    dtype = PRECISIONS[_precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    if dtype is torch.float16 and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device (use bf16 on the CPU)")
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device) -> "torch.amp.GradScaler":
+    """A gradient scaler, active for fp16 only (bf16 and fp32 need none)."""
+    return torch.amp.GradScaler(device.type, enabled=_precision == "fp16")
+
+
+def compute_key() -> dict[str, str]:
+    """What the compute policy adds to cache keys: nothing for fp32, so fp32 artifacts keep their keys."""
+    return {} if _precision == "fp32" else {"precision": _precision}
 
 
 THREADS_ENV = "CALOR_THREADS"
@@ -97,4 +135,7 @@ def versions() -> dict[str, str]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
         "threads": str(torch.get_num_threads()),
+        "precision": _precision,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "world_size": os.environ.get("WORLD_SIZE", "1"),
     }

@@ -22,13 +22,28 @@ MAX_RESOLUTION = 1024  # the field's protocols use 64-256 px; larger is a typo t
 class DataSpec:
     """Where the images come from and how they are split (GMI/MID/BiDO protocol by default)."""
 
-    source: str = "mnist-embedded"  # mnist-embedded | idx
-    path: Optional[str] = None  # directory with IDX files, for source=idx
+    source: str = "mnist-embedded"  # mnist-embedded | idx | image-folder | celeba | facescrub
+    # directory of the data: absolute, or relative to --data-root / CALOR_DATA_ROOT
+    path: Optional[str] = None
+    # class-list sources: the private and the public classes (labels of the source)
     private_classes: tuple[int, ...] = (0, 1, 2, 3, 4)
     public_classes: tuple[int, ...] = (5, 6, 7, 8, 9)
     test_fraction: float = 0.2
     split_seed: int = 0
     max_per_class: Optional[int] = None  # cap images per class (tiny test scenarios)
+    crop: Optional[int] = None  # centre crop (pixels) before resizing image files (CelebA protocol: 108)
+    # The face protocols (source celeba | facescrub | image-folder): the `identities` with most images are
+    # private (the class lists are then unused); `public_images` public images (None = all) come from the
+    # other identities, or from `public_source` (e.g. ffhq) at `public_path`, cropped by `public_crop`.
+    identities: Optional[int] = None
+    public_source: Optional[str] = None
+    public_path: Optional[str] = None
+    public_images: Optional[int] = None
+    public_crop: Optional[int] = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.identities if self.identities is not None else len(self.private_classes)
 
 
 @dataclass(frozen=True)
@@ -41,7 +56,13 @@ class ClassifierSpec:
     epochs: int = 12
     batch_size: int = 64
     lr: float = 1e-3
-    augment: bool = True
+    augment: bool = True  # random shifts of up to 2 pixels
+    flip: bool = False  # random left-right mirroring when augmenting (faces; never digits)
+    optimizer: str = "adam"  # adam | sgd (momentum 0.9)
+    weight_decay: float = 0.0
+    # weights the backbone starts from (safetensors, or a state dict read with weights_only=True); its
+    # sha256 and what matched are recorded in the artifact
+    pretrained: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -94,19 +115,32 @@ class Scenario:
         if self.resolution < 8 or self.resolution % 4 or self.resolution > MAX_RESOLUTION:
             p.append(f"resolution={self.resolution}: must be a multiple of 4 from 8 to {MAX_RESOLUTION}")
         d = self.data
-        if not d.private_classes:
-            p.append("data.private_classes: empty")
-        if len(set(d.private_classes)) != len(d.private_classes):
-            p.append("data.private_classes: repeated class")
-        overlap = set(d.private_classes) & set(d.public_classes)
-        if overlap:
-            p.append(f"data.public_classes overlap the private ones: {sorted(overlap)}")
-        if not d.public_classes:
-            p.append("data.public_classes: empty (the attacker needs public data)")
+        if d.identities is None:
+            if not d.private_classes:
+                p.append("data.private_classes: empty")
+            if len(set(d.private_classes)) != len(d.private_classes):
+                p.append("data.private_classes: repeated class")
+            overlap = set(d.private_classes) & set(d.public_classes)
+            if overlap:
+                p.append(f"data.public_classes overlap the private ones: {sorted(overlap)}")
+            if not d.public_classes:
+                p.append("data.public_classes: empty (the attacker needs public data)")
+        elif d.identities < 2:
+            p.append(f"data.identities={d.identities}: must be >= 2")
+        if d.public_images is not None and d.public_images < 1:
+            p.append(f"data.public_images={d.public_images}: must be >= 1")
+        if (d.public_source is None) != (d.public_path is None):
+            p.append("data.public_source and data.public_path go together")
+        for name, crop in (("crop", d.crop), ("public_crop", d.public_crop)):
+            if crop is not None and crop < 8:
+                p.append(f"data.{name}={crop}: must be >= 8 pixels")
         if not 0.0 < d.test_fraction < 1.0:
             p.append(f"data.test_fraction={d.test_fraction}: must be in (0, 1)")
         if d.max_per_class is not None and d.max_per_class < 4:
             p.append(f"data.max_per_class={d.max_per_class}: must be >= 4")
+        if d.public_source is not None and self.judge_classes == "private+public":
+            p.append(f"judge_classes=private+public needs labelled public data; data.public_source={d.public_source} is "
+                     "unlabelled (use judge_classes: private)")
         if self.judge_classes not in ("private+public", "private"):
             p.append(f"judge_classes={self.judge_classes!r}: choose private+public or private")
         if set(self.seeds) & set(self.tuning_seeds):
@@ -118,6 +152,10 @@ class Scenario:
                 p.append(f"{name}: epochs, batch_size, width and feature_dim must be >= 1")
             if spec.lr <= 0:
                 p.append(f"{name}.lr={spec.lr}: must be > 0")
+            if spec.optimizer not in ("adam", "sgd"):
+                p.append(f"{name}.optimizer={spec.optimizer!r}: choose adam or sgd")
+            if spec.weight_decay < 0:
+                p.append(f"{name}.weight_decay={spec.weight_decay}: must be >= 0")
         if self.prior.kind not in ("wgan-gp", "dcgan"):
             p.append(f"prior.kind={self.prior.kind!r}: choose wgan-gp or dcgan")
         if self.prior.steps < 1 or self.prior.n_critic < 1 or self.prior.batch_size < 2:
@@ -125,9 +163,9 @@ class Scenario:
         if self.attack.per_class < 1 or self.attack.iterations < 1:
             p.append("attack: per_class and iterations must be >= 1")
         if self.attack.classes is not None:
-            bad = [c for c in self.attack.classes if not 0 <= c < len(d.private_classes)]
+            bad = [c for c in self.attack.classes if not 0 <= c < d.num_classes]
             if bad:
-                p.append(f"attack.classes {bad}: class indices must be in [0, {len(d.private_classes)})")
+                p.append(f"attack.classes {bad}: class indices must be in [0, {d.num_classes})")
         if not self.seeds:
             p.append("seeds: empty")
         problems, typed = _parse_defense_blocks(self.defenses)
@@ -137,7 +175,7 @@ class Scenario:
 
     @property
     def num_classes(self) -> int:
-        return len(self.data.private_classes)
+        return self.data.num_classes
 
     def attacked_classes(self) -> list[int]:
         return list(self.attack.classes) if self.attack.classes is not None else list(range(self.num_classes))

@@ -3,6 +3,7 @@ models the attacker never sees), trained through the one training loop or loaded
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from .metrics.confidence import confidence_summary, true_class_confidence
 from .models.classifiers import Classifier, build_classifier
 from .progress import log
 from .records import CARD_SCHEMA, TargetCard
-from .runtime import seed_everything
+from .runtime import compute_key, seed_everything
 from .scenario import ClassifierSpec, Scenario
 from .scenario_data import data_key, load_data, split_summary
 from .workspace import ARTIFACT_FORMAT, Workspace, classifier_code
@@ -57,6 +58,45 @@ def build_model(spec: dict[str, Any], defense: Defense) -> Classifier:
     return defense.prepare(model)
 
 
+def start_from_pretrained(model: Classifier, spec: ClassifierSpec) -> dict[str, Any] | None:
+    """Load `spec.pretrained` (a user's safetensors or state-dict file) into `model` where names and shapes
+    match (calor's names, or the field's checkpoint layout for a face network: whichever matches more), and
+    return what to record: the file, its sha256, the layout used and the match report. None without one."""
+    if not spec.pretrained:
+        return None
+    from .data.decode import resolve_data_path
+    from .models.faces import FACE_ARCHS, field_prefix_map
+    from .weights import file_digest, load_into, load_weights
+
+    path = resolve_data_path(spec.pretrained, f"{spec.arch}.pretrained")
+    state = load_weights(path)
+    layouts = {"calor": None, **({"field": field_prefix_map(spec.arch)} if spec.arch in FACE_ARCHS else {})}
+    trials = {}
+    for name, mapping in layouts.items():  # count matches on a scratch copy; load the best into the model
+        try:
+            trials[name] = load_into(copy.deepcopy(model), state, prefix_map=mapping)
+        except ArtifactError:
+            continue
+    if not trials:
+        raise ArtifactError(f"{path}: no tensor matches the {spec.arch} model under the calor or the field's names "
+                            "(see `calor inspect-weights`)")
+    best = max(trials, key=lambda k: len(trials[k].matched))
+    report = load_into(model, state, prefix_map=layouts[best])
+    log(f"{spec.arch} starts from {path.name}: {report.summary()}")
+    return {"file": str(spec.pretrained), "sha256": file_digest(path), "layout": best, "summary": report.summary(),
+            "report": report.to_dict()}
+
+
+def pretrained_key(spec: ClassifierSpec) -> dict[str, Any]:
+    """What a pretrained start adds to a cache key: the weights' content, not only their file name."""
+    if not spec.pretrained:
+        return {}
+    from .data.decode import resolve_data_path
+    from .weights import file_digest
+
+    return {"pretrained_sha256": file_digest(resolve_data_path(spec.pretrained, f"{spec.arch}.pretrained"))}
+
+
 def _from_artifact(art: Artifact, device: torch.device | None = None) -> TrainedClassifier:
     meta = art.meta
     if meta.get("kind") not in ("target", "evaluation"):
@@ -79,8 +119,8 @@ def load_classifier(path: Path | str, device: torch.device | None = None) -> Tra
 def classifier_key(scenario: Scenario, role: str, spec: ClassifierSpec, defense_name: str, defense: Defense,
                    seed: int) -> tuple[dict[str, Any], str]:
     """The cache key of a classifier artifact and its location relative to the cache."""
-    key = {"format": ARTIFACT_FORMAT, "kind": role, **data_key(scenario), "model": model_spec(load_data(scenario), spec),
-           "budget": to_dict(spec), "defense": defense_name, "defense_config": defense.config_dict(), "seed": seed}
+    key = {"format": ARTIFACT_FORMAT, "kind": role, **data_key(scenario), **compute_key(), "model": model_spec(load_data(scenario), spec),
+           "budget": to_dict(spec), **pretrained_key(spec), "defense": defense_name, "defense_config": defense.config_dict(), "seed": seed}
     return key, f"{'targets' if role == 'target' else 'evaluation'}/{defense_name}-{config_hash(key)}"
 
 
@@ -99,8 +139,8 @@ def evaluation_model_key(scenario: Scenario, index: int = 0) -> tuple[dict[str, 
     data = load_data(scenario)
     model = model_spec(data, spec)
     if scenario.judge_classes == "private+public":
-        model["num_classes"] = data.num_classes + len(scenario.data.public_classes)
-    key = {"format": ARTIFACT_FORMAT, "kind": "evaluation", **data_key(scenario), "model": model, "budget": to_dict(spec),
+        model["num_classes"] = data.num_classes + data.num_public_classes
+    key = {"format": ARTIFACT_FORMAT, "kind": "evaluation", **data_key(scenario), **compute_key(), "model": model, "budget": to_dict(spec), **pretrained_key(spec),
            "defense": "none", "defense_config": {}, "judge_classes": scenario.judge_classes, "seed": EVAL_MODEL_SEED + index}
     return key, f"evaluation/{judge_name(spec)}-{config_hash(key)}"
 
@@ -123,6 +163,7 @@ def train_target(scenario: Scenario, defense: str = "none", *, seed: int = 0, se
     def build(ckpt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], Classifier]:
         seed_everything(seed)
         model = build_model(key["model"], defense_obj)
+        pretrained = start_from_pretrained(model, scenario.target)
         t0 = time.perf_counter()
         history = train_classifier(model, defense_obj, data.x_train, data.y_train, scenario.target,
                                    public=(data.x_public, data.y_public), device=ws.device, seed=seed,
@@ -139,6 +180,8 @@ def train_target(scenario: Scenario, defense: str = "none", *, seed: int = 0, se
             "seconds_per_epoch": sum(e["seconds"] for e in epochs) / max(len(epochs), 1),
             "defense": defense_obj.summary(),
         }
+        if pretrained:
+            metrics["pretrained"] = pretrained
         meta = {"schema": CARD_SCHEMA, "model": key["model"], "defense": defense, "defense_config": defense_obj.config_dict(), "seed": seed,
                 "metrics": metrics, "history": history, "scenario": scenario.to_dict(), "data_split": split_summary(data)}
         log(f"target {defense}: natural acc {metrics['natural_acc']:.4f}, mean train confidence "
@@ -169,6 +212,7 @@ def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None, inde
         seed = key["seed"]
         seed_everything(seed)
         model = build_model(key["model"], defense)
+        pretrained = start_from_pretrained(model, spec)
         t0 = time.perf_counter()
         history = train_classifier(model, defense, x, y, spec, device=ws.device, seed=seed, description=f"judge {judge_name(spec)}",
                                    checkpoint=ckpt)
@@ -181,6 +225,8 @@ def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None, inde
             "train_seconds": train_s,
             "test_confidence": confidence_summary(logits[:, :k].softmax(1).gather(1, data.y_test.view(-1, 1)).squeeze(1)),
         }
+        if pretrained:
+            metrics["pretrained"] = pretrained
         meta = {"schema": CARD_SCHEMA, "model": key["model"], "defense": "none", "defense_config": {}, "seed": seed,
                 "judge": {"name": judge_name(spec), "num_private": k, "classes": scenario.judge_classes},
                 "metrics": metrics, "history": history, "scenario": scenario.to_dict(), "data_split": split_summary(data)}

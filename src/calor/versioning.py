@@ -29,7 +29,7 @@ LOCK = PACKAGE / "code_versions.json"
 
 # Modules whose code can change a number calor reports (relative to the package, '/'-separated).
 VERSIONED_DIRS = ("attacks", "defenses", "models", "data", "metrics")
-VERSIONED_FILES = ("training.py", "evaluation.py", "diagnostics.py", "images.py", "runtime.py")
+VERSIONED_FILES = ("training.py", "evaluation.py", "diagnostics.py", "images.py", "runtime.py", "parallel.py")
 
 
 def versioned_modules() -> list[str]:

@@ -20,6 +20,7 @@ from .checkpoint import DEFAULT_EVERY_SECONDS, Checkpointer
 from .defenses.base import Defense
 from .errors import ConfigError
 from .progress import log
+from . import parallel
 from .runtime import versions
 from .versioning import class_modules, code_versions, stale_modules
 
@@ -101,7 +102,10 @@ class Workspace:
         (tensors, meta, value); the meta gains kind, hash, key, versions, code and a time stamp, the artifact
         is saved atomically and its checkpoints removed. Returns (value, meta, artifact directory)."""
         path = self.cache / rel
-        found = self.existing(path, code)
+        # Data-parallel (torchrun): every process takes rank 0's view of the cache, trains together, and
+        # only rank 0 writes; the barrier keeps a process from looking while another is writing.
+        parallel.barrier()
+        found = parallel.broadcast(self.existing(path, code))
         if found:
             art = load_artifact(found)
             log(f"[dim]cached {what}: {found}[/dim]")
@@ -110,6 +114,8 @@ class Workspace:
         tensors, extra, value = build(ckpt)
         meta = {"kind": key["kind"], "hash": config_hash(key), "key": key, **extra, "versions": versions(), "code": code,
                 "created": now()}
-        save_artifact(path, tensors, meta)
-        ckpt.clear()
+        if parallel.is_main():
+            save_artifact(path, tensors, meta)
+            ckpt.clear()
+        parallel.barrier()
         return value, meta, path

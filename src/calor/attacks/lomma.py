@@ -46,6 +46,7 @@ from torch import nn
 from ..checkpoint import Checkpointer
 from ..errors import collect
 from ..models.classifiers import CLASSIFIERS, build_classifier
+from ..models.faces import FACE_ARCHS
 from .base import ATTACKS, PriorStore, Reconstructions
 from .gmi import GMI, GMIConfig
 from .identity import Identity
@@ -130,9 +131,12 @@ class LommaKEDMIConfig(KEDMIConfig, LommaOptions):
 def surrogate_specs(scenario: Any, count: int) -> list[dict[str, Any]]:
     """Architectures and sizes of the surrogates: registered architectures other than the target's (all
     of them if there is no other), cycled in name order, widths 0.25, 0.375, 0.5, ... x the target's (a
-    calor ResNet at a quarter of the CNN target's width already has about a fifth of its parameters)."""
+    calor ResNet at a quarter of the CNN target's width already has about a fifth of its parameters).
+    Surrogates come from the target's family: face networks for a face target (LOMMA's augmented models
+    for a VGG16 target are face ResNets), calor's small models otherwise."""
     t = scenario.target
-    pool = [a for a in CLASSIFIERS.names() if a != t.arch] or CLASSIFIERS.names()
+    family = [a for a in CLASSIFIERS.names() if (a in FACE_ARCHS) == (t.arch in FACE_ARCHS)]
+    pool = [a for a in family if a != t.arch] or family
     return [{"arch": pool[i % len(pool)], "width": max(2, round(t.width * (2 + i) / 8)), "feature_dim": t.feature_dim}
             for i in range(count)]
 

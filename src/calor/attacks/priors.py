@@ -10,15 +10,21 @@ import torch
 
 import torch.nn.functional as F
 
+from .. import parallel
+from ..errors import ConfigError
 from ..checkpoint import Checkpointer, no_checkpoints, resume_loop, snapshot_loop
 from ..models.gan import Critic, Generator
 from ..progress import task
 from ..scenario import PriorSpec
 
 
-def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """WGAN-GP penalty: (||grad_x D(x_hat)||_2 - 1)^2 on random interpolates of real and fake."""
-    eps = torch.rand(len(real), 1, 1, 1, generator=gen).to(real.device)
+def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator | None,
+                     eps: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP penalty: (||grad_x D(x_hat)||_2 - 1)^2 on random interpolates of real and fake (with the
+    interpolation weights `eps` when given, else drawn from `gen`)."""
+    if eps is None:
+        eps = torch.rand(len(real), 1, 1, 1, generator=gen)
+    eps = eps.to(real.device)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
@@ -52,7 +58,19 @@ def train_gan(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device, 
     wgan-gp: n_critic critic steps with gradient penalty per generator step (GMI's prior).
     dcgan: one non-saturating discriminator step per generator step (about 6x cheaper on a CPU).
     Returns the prior in eval mode and a log row every 100 steps. With a `checkpoint`, a snapshot is
-    written between steps when due, and a snapshot left by an interrupted run is resumed."""
+    written between steps when due, and a snapshot left by an interrupted run is resumed.
+
+    Under torchrun every process draws the global batch and trains on its share (see `calor.parallel`);
+    the logged figures are those of rank 0's share."""
+    dp = parallel.current()
+    G, D, log = _train_gan(x_public, spec, device=device, seed=seed, checkpoint=checkpoint, dp=dp)
+    G.eval()
+    D.eval()
+    return GanPrior(G, D, spec.kind), log
+
+
+def _train_gan(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device, seed: int, checkpoint: Checkpointer | None,
+               dp: parallel.DataParallel | None) -> tuple[Generator, Critic, list[dict[str, Any]]]:
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     channels, resolution = x_public.shape[1], x_public.shape[-1]
@@ -61,6 +79,20 @@ def train_gan(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device, 
     opt_g = torch.optim.Adam(G.parameters(), lr=spec.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=spec.lr, betas=(0.5, 0.999))
     n, bs = len(x_public), min(spec.batch_size, len(x_public))
+    if device.type == "cuda":  # the public split fits in GPU memory: copy it once
+        x_public = x_public.pin_memory().to(device, non_blocking=True)
+    part = dp.share(bs) if dp is not None else slice(0, bs)
+    weight = (part.stop - part.start) / bs  # this process's share of each global batch's mean loss
+    if dp is not None and part.stop - part.start < 2:
+        raise ConfigError(f"prior.batch_size={spec.batch_size}: at least 2 images per process are needed ({dp.world} processes)")
+
+    def step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: Any) -> None:
+        opt.zero_grad(set_to_none=True)
+        (loss * weight).backward()
+        if dp is not None:
+            parallel.sum_gradients(params, dp)
+        opt.step()
+
     log: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     wgan = spec.kind == "wgan-gp"
@@ -68,34 +100,31 @@ def train_gan(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device, 
     parts = {"G": G, "D": D, "opt_g": opt_g, "opt_d": opt_d}
     start, extras = resume_loop(ckpt, parts, gen)
     log = extras.get("log", log)
-    with task(f"GAN prior ({spec.kind})", spec.steps) as advance:
+    with task(f"GAN prior ({spec.kind})", spec.steps) as advance, parallel.global_batch_norm(G, D):
         advance(start)
-        for step in range(start, spec.steps):
-            if step > start:
-                snapshot_loop(ckpt, step, spec.steps, parts, gen, {"log": log})
+        for it in range(start, spec.steps):
+            if it > start and parallel.is_main():
+                snapshot_loop(ckpt, it, spec.steps, parts, gen, {"log": log})
             for _ in range(spec.n_critic if wgan else 1):
-                real = x_public[torch.randint(0, n, (bs,), generator=gen)].to(device)
-                z = torch.randn(bs, spec.z_dim, generator=gen).to(device)
+                # the global batch's random draws, in the single-process order; then this process's share
+                rows = torch.randint(0, n, (bs,), generator=gen)
+                real = x_public[rows.to(x_public.device)][part].to(device)
+                z = torch.randn(bs, spec.z_dim, generator=gen)[part].to(device)
                 with torch.no_grad():
                     fake = G(z)
                 d_real, d_fake = D(real), D(fake)
                 wdist = d_real.mean() - d_fake.mean()  # logged for both kinds: how well D separates
                 if wgan:
-                    d_loss = -wdist + spec.gp_weight * gradient_penalty(D, real, fake, gen)
+                    eps = torch.rand(bs, 1, 1, 1, generator=gen)[part]
+                    d_loss = -wdist + spec.gp_weight * gradient_penalty(D, real, fake, None, eps)
                 else:
                     d_loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-            z = torch.randn(bs, spec.z_dim, generator=gen).to(device)
+                step(opt_d, d_loss, D.parameters())
+            z = torch.randn(bs, spec.z_dim, generator=gen)[part].to(device)
             d_gen = D(G(z))
             g_loss = -d_gen.mean() if wgan else F.softplus(-d_gen).mean()
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            if step % 100 == 0 or step == spec.steps - 1:
-                log.append({"step": step, "wasserstein": wdist.item(), "g_loss": g_loss.item(), "seconds": time.perf_counter() - t0})
-            advance(info=f"D gap {wdist.item():.3f}" if step % 20 == 0 else None)  # .item() waits for the device
-    G.eval()
-    D.eval()
-    return GanPrior(G, D, spec.kind), log
+            step(opt_g, g_loss, G.parameters())
+            if it % 100 == 0 or it == spec.steps - 1:
+                log.append({"step": it, "wasserstein": wdist.item(), "g_loss": g_loss.item(), "seconds": time.perf_counter() - t0})
+            advance(info=f"D gap {wdist.item():.3f}" if it % 20 == 0 else None)  # .item() waits for the device
+    return G, D, log

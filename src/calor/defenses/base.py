@@ -37,6 +37,13 @@ class Stage:
     data: str = "private"  # which labelled split the stage trains on: private | public
 
 
+def budget_stage(name: str, budget: ClassifierSpec, *, epochs: int | None = None, lr: float | None = None, **kw: Any) -> Stage:
+    """A stage trained with the scenario's budget (its epochs, optimiser, learning rate, weight decay and
+    augmentation), `epochs`/`lr` replacing the budget's where a defense has its own."""
+    return Stage(name, epochs or budget.epochs, budget.optimizer, lr or budget.lr, weight_decay=budget.weight_decay,
+                 augment=budget.augment, **kw)
+
+
 def build_optimizer(stage: Stage, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     """The optimiser a stage asks for (Adam or SGD with momentum)."""
     if stage.optimizer == "adam":
@@ -66,6 +73,9 @@ class Defense:
     # Whether training can resume from a mid-stage checkpoint: the model, optimiser and RNG states are all
     # of the defense's state. False where hooks keep more (an auxiliary optimiser, a privacy accountant).
     resumable: ClassVar[bool] = True
+    # Whether N processes (torchrun) train it as one process would with the same global batch: its loss is a
+    # mean over samples and its hooks keep no per-process state. False refuses data-parallel training.
+    data_parallel: ClassVar[bool] = True
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -88,7 +98,7 @@ class Defense:
 
     def stages(self, budget: ClassifierSpec) -> list[Stage]:
         """Training stages; default: one CE stage with the scenario's budget."""
-        return [Stage("train", budget.epochs, "adam", budget.lr, augment=budget.augment)]
+        return [budget_stage("train", budget)]
 
     def on_stage_start(self, stage: Stage, model: nn.Module) -> None:
         """Called before each stage's optimiser is built (may replace the head or freeze parameters)."""
@@ -131,4 +141,4 @@ def describe(defense_cls: type[Defense]) -> dict[str, Any]:
     }
 
 
-__all__ = ["DEFENSES", "Defense", "NoConfig", "Stage", "build_defense", "build_optimizer", "describe", "field"]
+__all__ = ["DEFENSES", "Defense", "NoConfig", "Stage", "budget_stage", "build_defense", "build_optimizer", "describe", "field"]

@@ -142,6 +142,7 @@ class BiDO(Defense):
     """CE plus HSIC bottleneck terms on chosen hidden layers (captured with forward hooks)."""
 
     name = "bido"
+    data_parallel = False  # HSIC is a batch-level statistic, not a mean over samples
     paper = "Peng et al., KDD 2022 (arXiv 2206.05483)"
     Config = BiDOConfig
 

@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import ConfigError, collect
 from ..models.heads import ACTIVATIONS, LowRankHead
 from ..scenario import ClassifierSpec
-from .base import DEFENSES, Defense, Stage
+from .base import DEFENSES, Defense, Stage, budget_stage
 
 
 def confidence_adaptation_loss(logits: torch.Tensor, y: torch.Tensor, alpha: float = 0.25, gamma: float = 8.0) -> torch.Tensor:
@@ -125,7 +125,7 @@ def low_rank_head(model: nn.Module, settings: LowRankSettings, defense: str) -> 
 
 def cross_entropy_stage(name: str, budget: ClassifierSpec) -> Stage:
     """The first stage of every CALoR variant: cross-entropy with the scenario's training budget."""
-    return Stage(name, budget.epochs, "adam", budget.lr, augment=budget.augment)
+    return budget_stage(name, budget)
 
 
 def adapted_loss(stage: Stage, logits: torch.Tensor, y: torch.Tensor, settings: CALossSettings) -> torch.Tensor:

@@ -111,6 +111,7 @@ class DPSGD(Defense):
     """Per-sample clipping + Gaussian noise with Opacus; reports (epsilon, delta)."""
 
     name = "dpsgd"
+    data_parallel = False  # per-sample clipping and the privacy accountant are per process
     resumable = False  # the privacy accountant lives outside the model and optimiser a checkpoint holds
     paper = "Abadi et al., Deep Learning with Differential Privacy, CCS 2016 (via Opacus 1.6)"
     Config = DPSGDConfig

@@ -40,7 +40,7 @@ from torch import nn
 from ..errors import collect
 from ..models.heads import LinearHead
 from ..scenario import ClassifierSpec
-from .base import DEFENSES, Defense, Stage
+from .base import DEFENSES, Defense, Stage, budget_stage
 
 
 def frozen_block_count(num_blocks: int, freeze_fraction: float) -> int:
@@ -102,10 +102,8 @@ class TransferLearning(Defense):
     def stages(self, budget: ClassifierSpec) -> list[Stage]:
         cfg = self.config
         return [
-            Stage("pretrain", cfg.pretrain_epochs or budget.epochs, "adam", cfg.pretrain_lr or budget.lr,
-                  augment=budget.augment, data="public"),
-            Stage("finetune", cfg.finetune_epochs or budget.epochs, "adam", cfg.finetune_lr or budget.lr,
-                  augment=budget.augment),
+            budget_stage("pretrain", budget, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr, data="public"),
+            budget_stage("finetune", budget, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr),
         ]
 
     def on_stage_start(self, stage: Stage, model: nn.Module) -> None:

@@ -112,6 +112,7 @@ class TrapMID(Defense):
     """Per-class trapdoor triggers learned alongside the classifier (Liu & Chen, NeurIPS 2024)."""
 
     name = "trapmid"
+    data_parallel = False  # the trigger optimiser runs per process
     resumable = False  # the trigger optimiser lives outside the model and optimiser a checkpoint holds
     paper = "Liu & Chen, Trap-MID: Trapdoor-based Defense against Model Inversion Attacks, NeurIPS 2024"
     Config = TrapMIDConfig
