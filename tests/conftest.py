@@ -72,3 +72,43 @@ def user_package(tmp_path: Path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     yield importlib.import_module("usermodels")
     sys.modules.pop("usermodels", None)
+
+
+# A CelebA-layout stand-in: 8 generated identities of 8 images and 8 of 4 (aligned 178x218 RGB JPEGs with an
+# identity file). The tiny face protocol takes the 4 identities with most images; public = 24 of the rest.
+FACE_IDENTITIES = [8] * 8 + [4] * 8
+
+
+def face_scenario_doc(root: Path, target_arch: str = "vgg16-bn", eval_arch: str = "ir50") -> dict:
+    return {
+        "name": "tiny-celeba",
+        "description": "CelebA layout, generated faces, 16x16 RGB",
+        "resolution": 16,
+        "data": {"source": "celeba", "path": str(root), "private_classes": [], "public_classes": [], "identities": 4,
+                 "test_fraction": 0.25, "split_seed": 0, "crop": 108, "public_images": 24},
+        "target": {"arch": target_arch, "width": 4, "feature_dim": 16, "epochs": 2, "batch_size": 8, "lr": 0.003, "flip": True},
+        "evaluation": {"arch": eval_arch, "width": 4, "feature_dim": 16, "epochs": 2, "batch_size": 8, "lr": 0.003, "flip": True},
+        "judge_classes": "private",
+        "prior": {"kind": "dcgan", "width": 8, "z_dim": 16, "steps": 8, "batch_size": 8},
+        "attack": {"per_class": 2, "iterations": 6},
+        "defenses": {"calor": {"rank": 2, "ca_epochs": 1, "ca_lr": 0.001}},
+        "seeds": [0],
+    }
+
+
+@pytest.fixture(scope="session")
+def fake_celeba(tmp_path_factory) -> Path:
+    from calor.data.synthetic import write_fake_faces
+
+    root = tmp_path_factory.mktemp("fake-celeba") / "celeba"
+    return write_fake_faces(root, "celeba", len(FACE_IDENTITIES), FACE_IDENTITIES)
+
+
+@pytest.fixture
+def face_yaml(fake_celeba: Path, tmp_path: Path, monkeypatch) -> Path:
+    """The tiny face scenario (VGG16-BN target, IR-50 judge) on a private copy of the fake CelebA; its split
+    file and decoded images go to this test's directory."""
+    monkeypatch.setenv("CALOR_SPLIT_DIR", str(tmp_path / "splits"))
+    path = tmp_path / "tiny-celeba.yaml"
+    path.write_text(yaml.safe_dump(face_scenario_doc(fake_celeba)))
+    return path

@@ -12,14 +12,15 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .artifacts import config_hash, find_artifact, load_artifact, write_json_atomic
 from .attacks import ATTACKS
 from .attacks.base import build_attack
-from .config import to_dict
+from .checkpoint import DEFAULT_EVERY_SECONDS
+from .config import from_dict, to_dict
 from .defenses import DEFENSES
-from .errors import ConfigError
+from .errors import CalorError, ConfigError
 from .attacks.oracle import ThreatModel
 from .evaluation import CALIBRATION_SETS
 from .workspace import Workspace, attack_code, classifier_code
@@ -30,7 +31,7 @@ from .targets import train_judges, train_target
 from .locking import directory_lock
 from .progress import console, log
 from .report import reconstruction_grid
-from .runtime import versions
+from .runtime import configure_threads, resolve_device, set_precision, versions
 from .versioning import stale_modules
 from .scenario import Scenario
 
@@ -261,17 +262,86 @@ def cell_staleness(cell: "Cell", row: dict[str, Any]) -> list[str]:
             + stale_modules(row.get("target_code"), classifier_code(DEFENSES.get(cell.defense))))
 
 
+class CellsFailed(CalorError):
+    """Cells of a bench failed (an executor other than the in-process loop reports them all once the others
+    have finished); the finished cells are stored, and rerunning the bench redoes only the failed ones."""
+
+    def __init__(self, failures: list[tuple[str, str]], total: int) -> None:
+        self.failures = failures
+        lines = "\n".join(f"  - {cid}: {error}" for cid, error in failures)
+        super().__init__(f"{len(failures)} of {total} cells failed (the others are stored; rerun to redo these):\n{lines}")
+
+
 def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: bool = True,
-              calibrate: bool = True) -> list[dict[str, Any]]:
+              calibrate: bool = True, executor: Any = None) -> list[dict[str, Any]]:
     """Run every unfinished cell of `plan`, store each as it finishes, and return all rows in plan order,
-    followed (with `calibrate`) by the floor and ceiling rows of every seed."""
+    followed (with `calibrate`) by the floor and ceiling rows of every seed.
+
+    `executor`: None runs the cells one after another in this process; an executor object (e.g.
+    `calor.executors.RayExecutor`) runs them elsewhere through `run_cell`, the same per-cell code, and
+    raises `CellsFailed` after the others finish if any cell failed."""
     ws = ws or Workspace()
     out = Path(out)
     with directory_lock(out):
-        return _run_bench(plan, out, ws, show, calibrate)
+        return _run_bench(plan, out, ws, show, calibrate, executor)
 
 
-def _run_bench(plan: BenchPlan, out: Path, ws: Workspace, show: bool, calibrate: bool) -> list[dict[str, Any]]:
+def compute_cell(sc: Scenario, cell: Cell, out: Path, ws: Workspace, judges: list[Any], executor: str = "local") -> dict[str, Any]:
+    """The one code path that computes a cell, whichever executor runs it: train (or load) its target, attack it,
+    draw its grid, write its row atomically to `<out>/cells/<cell id>.json` and return the row. The row's
+    `reported_with` names the executor that ran it."""
+    cid = cell.cell_id(sc)
+    data = load_data(sc)
+    target = train_target(sc, cell.defense, seed=cell.seed, settings=cell.settings, ws=ws)
+    white_box = ATTACKS.get(cell.attack).threat_model is ThreatModel.WHITE_BOX
+    reference = None  # white-box cells: the undefended target of the same seed, for the gradient diagnostics
+    if white_box:
+        reference = target if cell.defense == "none" and not cell.variant else train_target(sc, "none", seed=cell.seed, ws=ws)
+    run = attack_target(sc, target, cell.attack, seed=cell.seed, settings=cell.attack_settings, ws=ws, judges=judges,
+                        reference=reference)
+    grid = out / "grids" / f"{cid}.png"
+    ps = run.metrics["per_sample"]
+    reconstruction_grid(run.reconstructions.images, run.reconstructions.labels, run.metrics["nearest_private_index"], data, grid,
+                        ps["hit"], ps["confidence"], ps["hit_open"])
+    row = result_row(sc, target, run, judges) | {
+        "cell": cid, "label": cell.label, "variant": cell.settings, "attack": cell.attack_label, "attack_name": cell.attack,
+        "attack_variant": cell.attack_settings, "grid": str(grid.relative_to(out)),
+        "data_key_hash": config_hash(data_key(sc)),
+    }
+    row["reported_with"] = {**row.get("reported_with", {}), "executor": executor}
+    write_json_atomic(out / "cells" / f"{cid}.json", row)
+    return row
+
+
+def run_cell(scenario: dict[str, Any], cell: Cell, out: str | Path, cache: str | Path, *, threads: int | None = None,
+             device: str = "cpu", packaged: bool = True, checkpoint_every: float | None = DEFAULT_EVERY_SECONDS,
+             precision: str | None = None, executor: str = "local") -> dict[str, Any]:
+    """One cell from plain, picklable arguments (the scenario as `Scenario.to_dict()`, the cell, the output and
+    cache directories, torch threads, device, precision): what a worker process calls. Sets the threads (and the
+    precision, when given), rebuilds the scenario and the workspace, loads the judges (cached: a bench builds
+    them before it fans out) and runs `compute_cell`, the function the in-process loop runs. Processes sharing
+    the cache build each artifact once (`Workspace.cached` locks it)."""
+    configure_threads(threads)
+    if precision is not None:
+        set_precision(precision)
+    sc = from_dict(Scenario, scenario, "scenario")
+    ws = Workspace(cache=Path(cache), device=resolve_device(device), packaged=packaged, checkpoint_every=checkpoint_every)
+    return compute_cell(sc, cell, Path(out), ws, train_judges(sc, ws), executor)
+
+
+def _todo(plan: BenchPlan, done: dict[str, dict[str, Any]]) -> Iterator[tuple[int, Cell]]:
+    """(position, cell) of every cell to run: not finished, or finished by other code (stale, reported)."""
+    for i, cell in enumerate(plan.cells, 1):
+        cid = cell.cell_id(plan.scenario)
+        if cid in done:
+            stale = cell_staleness(cell, done[cid])
+            if not stale:
+                continue
+            log(f"[yellow]stale cell {cid}: computed by other code ({'; '.join(stale[:4])}); recomputing[/yellow]")
+        yield i, cell
+
+
+def _run_bench(plan: BenchPlan, out: Path, ws: Workspace, show: bool, calibrate: bool, executor: Any) -> list[dict[str, Any]]:
     sc = plan.scenario
     write_json_atomic(out / "plan.json", plan.to_dict() | {"scenario_config": sc.to_dict()})
     done = finished_cells(out)
@@ -279,34 +349,18 @@ def _run_bench(plan: BenchPlan, out: Path, ws: Workspace, show: bool, calibrate:
         _status_table(plan, set(done), f"bench {sc.name}: {len(done)}/{len(plan.cells)} cells done")
     data = load_data(sc)
     write_json_atomic(out / "split.json", data.info)
-    judges = train_judges(sc, ws)
-    t0 = time.perf_counter()
-    for i, cell in enumerate(plan.cells, 1):
-        cid = cell.cell_id(sc)
-        if cid in done:
-            stale = cell_staleness(cell, done[cid])
-            if not stale:
-                continue
-            log(f"[yellow]stale cell {cid}: computed by other code ({'; '.join(stale[:4])}); recomputing[/yellow]")
-        log(f"[bold]cell {i}/{len(plan.cells)}[/bold] {cell.label} × {cell.attack_label} (seed {cell.seed})")
-        target = train_target(sc, cell.defense, seed=cell.seed, settings=cell.settings, ws=ws)
-        white_box = ATTACKS.get(cell.attack).threat_model is ThreatModel.WHITE_BOX
-        reference = None  # white-box cells: the undefended target of the same seed, for the gradient diagnostics
-        if white_box:
-            reference = target if cell.defense == "none" and not cell.variant else train_target(sc, "none", seed=cell.seed, ws=ws)
-        run = attack_target(sc, target, cell.attack, seed=cell.seed, settings=cell.attack_settings, ws=ws, judges=judges,
-                            reference=reference)
-        grid = out / "grids" / f"{cid}.png"
-        ps = run.metrics["per_sample"]
-        reconstruction_grid(run.reconstructions.images, run.reconstructions.labels, run.metrics["nearest_private_index"], data, grid,
-                            ps["hit"], ps["confidence"], ps["hit_open"])
-        row = result_row(sc, target, run, judges) | {
-            "cell": cid, "label": cell.label, "variant": cell.settings, "attack": cell.attack_label, "attack_name": cell.attack,
-            "attack_variant": cell.attack_settings, "grid": str(grid.relative_to(out)),
-            "data_key_hash": config_hash(data_key(sc)),
-        }
-        write_json_atomic(out / "cells" / f"{cid}.json", row)
-        done[cid] = row
+    if executor is None:  # in this process, one cell after another
+        judges = train_judges(sc, ws)
+        t0 = time.perf_counter()
+        for i, cell in _todo(plan, done):
+            log(f"[bold]cell {i}/{len(plan.cells)}[/bold] {cell.label} × {cell.attack_label} (seed {cell.seed})")
+            done[cell.cell_id(sc)] = compute_cell(sc, cell, out, ws, judges)
+    else:
+        t0 = time.perf_counter()
+        todo = list(_todo(plan, done))
+        if todo:
+            done.update(executor.run(sc, todo, len(plan.cells), out, ws))
+        judges = train_judges(sc, ws)  # built by the executor's first wave (or here, with every cell done): loaded
     rows = [done[c.cell_id(sc)] for c in plan.cells]
     if calibrate:
         for seed in sorted({c.seed for c in plan.cells}):
@@ -347,5 +401,5 @@ def bench_protocol(plan: BenchPlan, rows: list[dict[str, Any]]) -> dict[str, Any
     }
 
 
-__all__ = ["BenchPlan", "Cell", "bench_protocol", "estimate_seconds", "finished_cells", "parse_attack_spec", "parse_sweeps",
-           "plan_bench", "run_bench", "split_specs"]
+__all__ = ["BenchPlan", "Cell", "CellsFailed", "bench_protocol", "compute_cell", "estimate_seconds", "finished_cells",
+           "parse_attack_spec", "parse_sweeps", "plan_bench", "run_bench", "run_cell", "split_specs"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import time
@@ -20,7 +21,11 @@ def _common(p: argparse.ArgumentParser, *, out: str | None = None) -> None:
     p.add_argument("--scenario", default="mnist", help="built-in scenario name or a YAML file (default: mnist)")
     p.add_argument("--seed", type=int, default=None,
                    help="experiment seed (default: the scenario's first published seed, never one its defaults were tuned on)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto (under torchrun, cuda = cuda:LOCAL_RANK)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="mixed precision for training (autocast; fp16 needs CUDA); recorded in every result and cache key")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="where scenarios' relative data paths point (e.g. DIR/celeba); default $CALOR_DATA_ROOT")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: $CALOR_THREADS, else the CPUs this process may use); recorded in every result")
     p.add_argument("--cache", default="runs/cache", help="artifact cache directory (default runs/cache)")
@@ -98,6 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="append", default=[], metavar="DEFENSE.SETTING=V1,V2",
                    help="sensitivity sweep, e.g. calor.rank=2,4,8,16 (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time, run nothing")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where the cells run: local (default: one after another in this process) or ray (each cell a Ray "
+                        "task, in parallel; pip install calor[ray]). With ray, workers write cells and artifacts straight "
+                        "into --out and --cache: on a multi-node cluster both must be on a shared filesystem, mounted at the "
+                        "same path on every node, and every node needs the same calor installed; --device is the cells' "
+                        "device, --threads the driver's (which computes the floor/ceiling rows, on the CPU)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --executor ray: the Ray cluster to run on (auto, HOST:PORT or ray://HOST:10001); default: "
+                        "start a local Ray instance for this bench (even where $RAY_ADDRESS is set: pass --ray-address auto to use it)")
+    p.add_argument("--ray-cpus-per-cell", type=int, default=None, metavar="N",
+                   help="with --executor ray: CPUs reserved for each cell, also its torch threads (default 1)")
+    p.add_argument("--ray-gpus-per-cell", type=float, default=None, metavar="N",
+                   help="with --executor ray: GPUs reserved for each cell (a fraction shares one; default 0); above 0 the "
+                        "cells run on CUDA")
 
     p = sub.add_parser("report", help="(re)write report.md and report.html of a bench directory",
                        description="Rebuild the report of a `calor bench` output directory from its stored cells.")
@@ -147,6 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "weights_only=True, which refuses pickled objects) and list its tensors.")
     p.add_argument("file", help="a .safetensors file or a PyTorch state-dict file (.pt, .pth, .bin)")
 
+    p = sub.add_parser("data", help="prepare a scenario's data (split file, decoded images), or write a stand-in dataset",
+                       description="`calor data prepare --scenario NAME --data-root DIR` lists the data, makes (or checks) the "
+                                   "split file and decodes the images once, then prints the split's sizes and checksums. "
+                                   "`calor data fake DIR --layout celeba` writes generated faces in a dataset's on-disk layout "
+                                   "(to try a protocol end to end before the real data is there).", epilog=EPILOG)
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    q = data_sub.add_parser("prepare", help="split and decode a scenario's data; print sizes and checksums")
+    _common(q)
+    q = data_sub.add_parser("fake", help="write generated faces in a dataset layout (celeba, facescrub, ffhq, image-folder)")
+    q.add_argument("directory", help="where to write (created)")
+    q.add_argument("--layout", default="celeba", choices=["celeba", "facescrub", "ffhq", "image-folder"])
+    q.add_argument("--identities", type=int, default=40, help="identities (default 40)")
+    q.add_argument("--per-identity", type=int, default=12, help="images of each identity (default 12)")
+    q.add_argument("--seed", type=int, default=0)
+
     p = sub.add_parser("list", help="list defenses, attacks, scenarios or models")
     p.add_argument("what", nargs="?", default="all", choices=["all", "defenses", "attacks", "scenarios", "models"])
     return parser
@@ -159,7 +193,17 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
     from .runtime import configure_threads, resolve_device
     from .scenario import load_scenario
 
-    progress.set_enabled(not args.quiet)
+    from . import parallel
+    from .runtime import set_precision
+
+    if args.data_root is not None:  # one place reads it: data.decode.data_root()
+        os.environ["CALOR_DATA_ROOT"] = args.data_root
+    set_precision(args.precision)
+    # Under torchrun (WORLD_SIZE > 1) join the process group; only rank 0 draws progress and writes.
+    parallel.init_from_environment(args.device)
+    progress.set_enabled(not args.quiet and parallel.is_main())
+    if not parallel.is_main():  # every process computes; rank 0 reports (errors still reach stderr from all)
+        sys.stdout = open(os.devnull, "w")
     configure_threads(args.threads)
     scenario = load_scenario(args.scenario)
     if args.scenario_set:
@@ -169,7 +213,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
 
         raise ConfigError(f"--checkpoint-every {args.checkpoint_every:g}: use seconds >= 0, or -1 for no checkpoints")
     every = None if args.checkpoint_every == -1 else args.checkpoint_every
-    return scenario, Workspace(cache=Path(args.cache), device=resolve_device(args.device), packaged=not args.rebuild,
+    return scenario, Workspace(cache=Path(args.cache), device=resolve_device(parallel.local_device(args.device)), packaged=not args.rebuild,
                                checkpoint_every=every)
 
 
@@ -195,11 +239,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import (bench_protocol, cell_staleness, estimate_seconds, finished_cells, parse_sweeps, plan_bench, run_bench,
-                        split_specs)
+    from .bench import (CellsFailed, bench_protocol, cell_staleness, estimate_seconds, finished_cells, parse_sweeps, plan_bench,
+                        run_bench, split_specs)
+    from .executors import bench_executor
     from .locking import directory_lock
     from .report import cells_table, plain_table, text_table, write_report
 
+    executor = bench_executor(args.executor, address=args.ray_address, cpus_per_cell=args.ray_cpus_per_cell,
+                              gpus_per_cell=args.ray_gpus_per_cell, device=args.device, quiet=args.quiet)
+    if executor is not None:
+        args.device = "cpu"  # the cells run on the executor's device; the driver plans, loads judges, computes floors/ceilings
     scenario, ws = _setup(args)
     if args.seeds is not None and args.seeds < 1:
         from .errors import ConfigError
@@ -226,7 +275,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     t0 = time.perf_counter()
     with directory_lock(out):  # the cells and the report: one writer at a time
-        rows = run_bench(plan, out=out, ws=ws, show=not args.quiet)
+        try:
+            rows = run_bench(plan, out=out, ws=ws, show=not args.quiet, executor=executor)
+        except CellsFailed as exc:  # the other cells finished and are stored: exit 1, no report of a partial grid
+            print(f"calor bench: {exc}", file=sys.stderr)
+            return 1
         paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
     print(text_table(rows))
     print("\n" + plain_table(*cells_table(rows)))
@@ -541,8 +594,35 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "fake":
+        from .data.synthetic import write_fake_faces
+
+        t0 = time.perf_counter()
+        root = write_fake_faces(args.directory, args.layout, args.identities, args.per_identity, seed=args.seed)
+        print(f"wrote {args.identities} x {args.per_identity} generated faces in the {args.layout} layout to {root} "
+              f"({time.perf_counter() - t0:.1f}s)")
+        return 0
+    from .scenario_data import load_data, split_summary
+
+    scenario, _ = _setup(args)
+    t0 = time.perf_counter()
+    data = load_data(scenario)
+    info = split_summary(data)
+    print(f"scenario {scenario.name}: {data.num_classes} private classes, images {data.image_shape}")
+    for part, n in info["sizes"].items():
+        print(f"  {part:<14} {n:>7} images  (names sha256 {info['indices_sha256'][part]})")
+    for k in ("private_listing", "public_listing"):
+        if info.get(k):
+            print(f"  {k.replace('_', ' '):<14} {info[k]['layout']}  fingerprint {info[k]['fingerprint'][:16]}")
+    if "split_file" in info:
+        print(f"  split file     {info['split_file']}  checksum {info['split_checksum'][:16]}")
+    print(f"  {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
 COMMANDS = {"demo": cmd_demo, "bench": cmd_bench, "report": cmd_report, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate,
-            "harden": cmd_harden, "audit": cmd_audit, "inspect-weights": cmd_inspect_weights, "list": cmd_list}
+            "harden": cmd_harden, "audit": cmd_audit, "inspect-weights": cmd_inspect_weights, "data": cmd_data, "list": cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -572,6 +652,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished artifacts are kept, rerun to resume", file=sys.stderr)
         return 130
+    finally:
+        from .parallel import shutdown
+
+        shutdown()  # leave a torchrun process group cleanly (no-op otherwise)
 
 
 if __name__ == "__main__":

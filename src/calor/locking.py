@@ -1,5 +1,6 @@
-"""One writer per output directory: an advisory lock that a second `calor bench` on the same directory
-meets with a clear message instead of interleaving its cells with the first one's."""
+"""Advisory file locks (flock): one writer per output directory (a second `calor bench` on the same directory
+meets a clear message instead of interleaving its cells with the first one's), and one builder per cached
+artifact (a second process that needs it waits, then loads it)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Iterator
 
 from .artifacts import ensure_directory
 from .errors import ConfigError
+from .progress import log
 
 LOCK_NAME = ".calor.lock"
 
-_HELD: set[Path] = set()  # directories this process holds: the lock is re-entrant within one process
+_HELD: set[Path] = set()  # directories and artifact lock files this process holds: re-entrant within a process
 
 try:
     import fcntl
@@ -50,3 +52,26 @@ def directory_lock(directory: Path, what: str = "calor bench") -> Iterator[None]
             _HELD.discard(directory.resolve())
     finally:
         fh.close()  # releases the lock
+
+
+@contextmanager
+def artifact_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the lock file `path` for the block, waiting while another process holds it.
+    The lock dies with its process (kill -9 included). On NFS, flock is emulated with POSIX locks, which need
+    a lock daemon (lockd) on the server; without one the locks do not exclude and builds may double."""
+    key = Path(path).resolve()
+    if fcntl is None or key in _HELD:
+        yield
+        return
+    ensure_directory(key.parent)
+    with open(key, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"[dim]waiting for another process to finish {what}[/dim]")
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)  # closing the file releases the lock

@@ -121,6 +121,29 @@ def sum_gradients(params: Iterable[nn.Parameter], dp: DataParallel) -> None:
         offset += n
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    """All-reduce (sum) whose backward sums the incoming gradients too: each process's share of a global
+    statistic receives the gradient of every process's loss."""
+
+    @staticmethod
+    def forward(ctx: object, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = t.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = grad.clone()
+        dist.all_reduce(out)
+        return out
+
+
+def shutdown() -> None:
+    """Leave the process group (at the end of a torchrun command)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose training statistics are taken over the global batch of all processes (the
     statistics are all-reduced with autograd, so gradients flow through them as in one process). Works on
@@ -133,23 +156,23 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or current() is None:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         c = x.shape[1]
         dims = [0] + list(range(2, x.dim()))
         xf = x.float()
         count = torch.full((1,), xf.numel() // c, dtype=xf.dtype, device=x.device)
-        stats = all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
+        # Two passes (mean, then squared deviations), as batch norm computes them in one process: the one-pass
+        # E[x^2] - E[x]^2 loses digits where the mean is large against the spread (e.g. images padded with -1).
+        first = _SumOverProcesses.apply(torch.cat([xf.sum(dims), count]))
+        n = first[-1]
+        mean = first[:c] / n
+        shape = [1, c] + [1] * (x.dim() - 2)
+        var = _SumOverProcesses.apply((xf - mean.view(shape)).pow(2).sum(dims)) / n
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
                 self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
                 self.num_batches_tracked.add_(1)
-        shape = [1, c] + [1] * (x.dim() - 2)
         y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)

@@ -8,6 +8,7 @@ code (`calor.versioning`); otherwise it is reported as stale and rebuilt. Long b
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from .artifacts import Artifact, config_hash, find_artifact, load_artifact, load
 from .checkpoint import DEFAULT_EVERY_SECONDS, Checkpointer
 from .defenses.base import Defense
 from .errors import ConfigError
+from .locking import artifact_lock
 from .progress import log
 from . import parallel
 from .runtime import versions
@@ -51,6 +53,10 @@ def attack_code(attack: type) -> dict[str, int]:
 def now() -> str:
     """UTC time stamp recorded in every artifact."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+LOCKS = ".locks"  # under the cache: one lock file per artifact path
+BUILT: list[str] = []  # the artifacts this process built (cache-relative paths), in order: a Ray driver checks for doubles
 
 
 @dataclass
@@ -101,6 +107,15 @@ class Workspace:
         Found (and not stale): `load(artifact)` makes the value. Otherwise `build(checkpointer)` returns
         (tensors, meta, value); the meta gains kind, hash, key, versions, code and a time stamp, the artifact
         is saved atomically and its checkpoints removed. Returns (value, meta, artifact directory)."""
+        # Processes sharing the cache (two benches, Ray tasks): the first builds under the artifact's lock, the
+        # others wait and load. Data-parallel processes (torchrun) are one builder: rank 0 takes the lock.
+        lock = artifact_lock(self.cache / LOCKS / f"{rel}.lock", what) if parallel.is_main() else contextlib.nullcontext()
+        with lock:
+            return self._cached(rel, key, code, build=build, load=load, what=what)
+
+    def _cached(self, rel: str, key: dict[str, Any], code: dict[str, int], *,
+                build: Callable[[Checkpointer], tuple[dict[str, torch.Tensor], dict[str, Any], T]],
+                load: Callable[[Artifact], T], what: str) -> tuple[T, dict[str, Any], Path]:
         path = self.cache / rel
         # Data-parallel (torchrun): every process takes rank 0's view of the cache, trains together, and
         # only rank 0 writes; the barrier keeps a process from looking while another is writing.
@@ -111,6 +126,7 @@ class Workspace:
             log(f"[dim]cached {what}: {found}[/dim]")
             return load(art), art.meta, found
         ckpt = self.checkpointer(rel, key)
+        BUILT.append(rel)
         tensors, extra, value = build(ckpt)
         meta = {"kind": key["kind"], "hash": config_hash(key), "key": key, **extra, "versions": versions(), "code": code,
                 "created": now()}
