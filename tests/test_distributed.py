@@ -107,3 +107,18 @@ def test_defenses_with_per_process_state_refuse_data_parallel(face_yaml: Path, t
            str(tmp_path / "c"), "--defense", "dpsgd", "--quiet", "--scenario-set", "target.arch=cnn"]
     done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "cannot train data-parallel" in done.stderr
+
+
+def test_bench_under_torchrun_trains_together_and_splits_the_cells(face_yaml: Path, tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "bench"
+    _run(["-m", "calor.cli", "bench", "--scenario", str(face_yaml), "--defenses", "none,calor", "--attacks", "gmi",
+          "--seeds", "1", "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet", *SGD], 2, tmp_path)
+    cells = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    assert len(cells) == 2 and (out / "report.md").is_file()
+    # one cell on each process; the targets were trained by both together (one artifact each, one writer)
+    assert sorted(c["reported_with"]["executor"] for c in cells) == ["torchrun rank 0/2", "torchrun rank 1/2"]
+    assert len(list((tmp_path / "cache" / "targets").glob("*/weights.safetensors"))) == 2
+    results = json.loads((out / "results.json").read_text())["rows"]
+    assert sum(1 for r in results if r.get("calibration")) == 3

@@ -28,6 +28,7 @@ from .attack_runs import attack_target
 from .rows import calibration_row, result_row
 from .scenario_data import data_key, load_data
 from .targets import train_judges, train_target
+from . import parallel
 from .locking import directory_lock
 from .progress import console, log
 from .report import reconstruction_grid
@@ -349,6 +350,23 @@ def _run_bench(plan: BenchPlan, out: Path, ws: Workspace, show: bool, calibrate:
         _status_table(plan, set(done), f"bench {sc.name}: {len(done)}/{len(plan.cells)} cells done")
     data = load_data(sc)
     write_json_atomic(out / "split.json", data.info)
+    dp = parallel.current()
+    if executor is None and dp is not None:  # torchrun: data-parallel training, then the cells split over processes
+        judges = train_judges(sc, ws)
+        t0 = time.perf_counter()
+        todo = list(_todo(plan, done))
+        _train_together(sc, todo, ws)
+        with parallel.local_only():
+            for k, (i, cell) in enumerate(todo):
+                if k % dp.world == dp.rank:
+                    log(f"[bold]cell {i}/{len(plan.cells)}[/bold] {cell.label} × {cell.attack_label} (seed {cell.seed}), rank {dp.rank}")
+                    compute_cell(sc, cell, out, ws, judges, f"torchrun rank {dp.rank}/{dp.world}")
+        parallel.barrier()
+        if not parallel.is_main():
+            return []  # rank 0 gathers the cells every process stored and reports
+        done = finished_cells(out)
+        with parallel.local_only():
+            return _finish(plan, out, ws, judges, done, calibrate, show, t0)
     if executor is None:  # in this process, one cell after another
         judges = train_judges(sc, ws)
         t0 = time.perf_counter()
@@ -361,6 +379,26 @@ def _run_bench(plan: BenchPlan, out: Path, ws: Workspace, show: bool, calibrate:
         if todo:
             done.update(executor.run(sc, todo, len(plan.cells), out, ws))
         judges = train_judges(sc, ws)  # built by the executor's first wave (or here, with every cell done): loaded
+    return _finish(plan, out, ws, judges, done, calibrate, show, t0)
+
+
+def _train_together(sc: Scenario, todo: list[tuple[int, Cell]], ws: Workspace) -> None:
+    """Under torchrun, every process trains the cells' targets (and the undefended reference of white-box
+    cells) and each seed's shared GAN prior data-parallel, in the same order, before the cells split up."""
+    from .prior_store import Priors
+
+    for _, cell in todo:
+        train_target(sc, cell.defense, seed=cell.seed, settings=cell.settings, ws=ws)
+        if ATTACKS.get(cell.attack).threat_model is ThreatModel.WHITE_BOX:
+            train_target(sc, "none", seed=cell.seed, ws=ws)
+    for seed in sorted({cell.seed for _, cell in todo}):
+        Priors(sc, seed, ws).gan()
+
+
+def _finish(plan: BenchPlan, out: Path, ws: Workspace, judges: list[Any], done: dict[str, dict[str, Any]], calibrate: bool,
+            show: bool, t0: float) -> list[dict[str, Any]]:
+    """Every cell's row in plan order, then (with `calibrate`) each seed's floor and ceiling rows."""
+    sc = plan.scenario
     rows = [done[c.cell_id(sc)] for c in plan.cells]
     if calibrate:
         for seed in sorted({c.seed for c in plan.cells}):

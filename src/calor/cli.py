@@ -241,6 +241,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import (CellsFailed, bench_protocol, cell_staleness, estimate_seconds, finished_cells, parse_sweeps, plan_bench,
                         run_bench, split_specs)
+    from . import parallel
     from .executors import bench_executor
     from .locking import directory_lock
     from .report import cells_table, plain_table, text_table, write_report
@@ -280,6 +281,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         except CellsFailed as exc:  # the other cells finished and are stored: exit 1, no report of a partial grid
             print(f"calor bench: {exc}", file=sys.stderr)
             return 1
+        if not parallel.is_main():  # torchrun: rank 0 writes the report
+            return 0
         paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
     print(text_table(rows))
     print("\n" + plain_table(*cells_table(rows)))

@@ -27,9 +27,11 @@ except ImportError:  # not POSIX: no lock (documented)
 def directory_lock(directory: Path, what: str = "calor bench") -> Iterator[None]:
     """Hold an exclusive lock on `directory` for the duration of the block, or raise ConfigError naming the
     process that holds it. The lock dies with its process (kill -9 included): nothing to clean up."""
+    from . import parallel
+
     directory = ensure_directory(Path(directory))
     path = directory / LOCK_NAME
-    if fcntl is None or directory.resolve() in _HELD:
+    if fcntl is None or directory.resolve() in _HELD or not parallel.is_main():  # torchrun: rank 0 holds it for all
         yield
         return
     fh = open(path, "a+")

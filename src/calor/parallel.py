@@ -50,8 +50,15 @@ def current() -> Optional[DataParallel]:
 
 
 def is_main() -> bool:
-    """True on the process that writes results (rank 0, or the only one)."""
+    """True on the process that reports and writes the run's results (rank 0, or the only one)."""
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def is_writer() -> bool:
+    """True where this process saves what it computes: alone, rank 0 of a data-parallel group, or any process
+    inside `local_only` (where each computes work of its own)."""
+    dp = current()
+    return dp is None or dp.rank == 0
 
 
 @contextmanager

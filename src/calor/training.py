@@ -118,7 +118,7 @@ def _train_stages(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.
         with task(f"{description} [{stage.name}]", stage.epochs * batches) as advance:
             advance(first_epoch * batches)
             for epoch in range(first_epoch, stage.epochs):
-                if epoch > first_epoch and ckpt.due() and parallel.is_main():
+                if epoch > first_epoch and ckpt.due() and parallel.is_writer():
                     ckpt.save(f"stage {stage.name} epoch {epoch}/{stage.epochs}",
                               {"stage": stage_index, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                "rng": rng_state(gen), "history": history}, order=stage_index * 100_000 + epoch)

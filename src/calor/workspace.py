@@ -109,7 +109,7 @@ class Workspace:
         is saved atomically and its checkpoints removed. Returns (value, meta, artifact directory)."""
         # Processes sharing the cache (two benches, Ray tasks): the first builds under the artifact's lock, the
         # others wait and load. Data-parallel processes (torchrun) are one builder: rank 0 takes the lock.
-        lock = artifact_lock(self.cache / LOCKS / f"{rel}.lock", what) if parallel.is_main() else contextlib.nullcontext()
+        lock = artifact_lock(self.cache / LOCKS / f"{rel}.lock", what) if parallel.is_writer() else contextlib.nullcontext()
         with lock:
             return self._cached(rel, key, code, build=build, load=load, what=what)
 
@@ -130,7 +130,7 @@ class Workspace:
         tensors, extra, value = build(ckpt)
         meta = {"kind": key["kind"], "hash": config_hash(key), "key": key, **extra, "versions": versions(), "code": code,
                 "created": now()}
-        if parallel.is_main():
+        if parallel.is_writer():
             save_artifact(path, tensors, meta)
             ckpt.clear()
         parallel.barrier()

@@ -103,7 +103,7 @@ def _train_gan(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device,
     with task(f"GAN prior ({spec.kind})", spec.steps) as advance, parallel.global_batch_norm(G, D):
         advance(start)
         for it in range(start, spec.steps):
-            if it > start and parallel.is_main():
+            if it > start and parallel.is_writer():
                 snapshot_loop(ckpt, it, spec.steps, parts, gen, {"log": log})
             for _ in range(spec.n_critic if wgan else 1):
                 # the global batch's random draws, in the single-process order; then this process's share
