@@ -153,3 +153,17 @@ def test_field_prefix_map_covers_every_tensor(arch: str) -> None:
     else:
         assert "feature.7.weight" in state and "bn.running_mean" in state  # torchvision vgg16_bn layout
     assert "fc_layer.weight" in state
+
+
+def test_gan_prior_at_64px_has_the_papers_channel_sizes() -> None:
+    # GMI's 64-px generator: z 100 -> 512 x 4 x 4 -> 256 -> 128 -> 64 -> 3 channels; its critic 3 -> 64 -> 128 -> 256 -> 512 -> 1
+    # (calor's use 4x4 kernels where GMI's critic uses 5x5; the channel widths and depth are the same)
+    from calor.models.gan import Critic, Generator
+
+    g, d = Generator(100, 64, 3, 64), Critic(64, 3, 64)
+    assert g.project[0].out_features == 512 * 16
+    convs_g = [m for m in g.body if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [(m.in_channels, m.out_channels) for m in convs_g] == [(512, 256), (256, 128), (128, 64), (64, 3)]
+    convs_d = [m for m in d.body if isinstance(m, torch.nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels) for m in convs_d] == [(3, 64), (64, 128), (128, 256), (256, 512), (512, 1)]
+    assert g(torch.randn(2, 100)).shape == (2, 3, 64, 64) and d(torch.randn(2, 3, 64, 64)).shape == (2,)

@@ -24,6 +24,8 @@ def _common(p: argparse.ArgumentParser, *, out: str | None = None) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto (under torchrun, cuda = cuda:LOCAL_RANK)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="mixed precision for training (autocast; fp16 needs CUDA); recorded in every result and cache key")
+    p.add_argument("--no-channels-last", action="store_true",
+                   help="train on NCHW batches instead of channels-last ones (the default; recorded, and keyed when off)")
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="where scenarios' relative data paths point (e.g. DIR/celeba); default $CALOR_DATA_ROOT")
     p.add_argument("--threads", type=int, default=None,
@@ -194,11 +196,12 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
     from .scenario import load_scenario
 
     from . import parallel
-    from .runtime import set_precision
+    from .runtime import set_channels_last, set_precision
 
     if args.data_root is not None:  # one place reads it: data.decode.data_root()
         os.environ["CALOR_DATA_ROOT"] = args.data_root
     set_precision(args.precision)
+    set_channels_last(not args.no_channels_last)
     # Under torchrun (WORLD_SIZE > 1) join the process group; only rank 0 draws progress and writes.
     parallel.init_from_environment(args.device)
     progress.set_enabled(not args.quiet and parallel.is_main())

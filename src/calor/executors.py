@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 from .errors import CalorError, ConfigError
 from .progress import console, log
-from .runtime import configure_threads, precision, resolve_device, set_precision
+from .runtime import channels_last, configure_threads, precision, resolve_device, set_channels_last, set_precision
 from .workspace import BUILT, Workspace
 
 RAY_MISSING = "--executor ray needs Ray, which is not installed here: pip install calor[ray]"
@@ -71,6 +71,7 @@ def _worker_setup(options: dict[str, Any]) -> None:
     os.environ.update(options["env"])  # the data root, so that relative data paths resolve as on the driver
     progress.set_enabled(not options["quiet"])
     set_precision(options["precision"])
+    set_channels_last(options["channels_last"])
 
 
 def _judges_task(scenario: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +186,8 @@ class RayExecutor:
 
         env = {k: str(Path(os.environ[k]).expanduser().resolve()) for k in (DATA_ROOT_ENV, SPLIT_DIR_ENV) if os.environ.get(k, "").strip()}
         return {"cache": str(Path(ws.cache).resolve()), "threads": self.cpus_per_cell, "device": self.device, "packaged": ws.packaged,
-                "checkpoint_every": ws.checkpoint_every, "precision": precision(), "quiet": self.quiet, "env": env,
+                "checkpoint_every": ws.checkpoint_every, "precision": precision(), "channels_last": channels_last(),
+                "quiet": self.quiet, "env": env,
                 "fingerprint": code_fingerprint()}
 
     def _run(self, ray: Any, sc: Any, todo: list[tuple[int, Any]], total: int, out: Path, ws: Workspace) -> dict[str, dict[str, Any]]:

@@ -14,7 +14,7 @@ from . import parallel
 from .checkpoint import Checkpointer, no_checkpoints, rng_state, set_rng_state
 from .defenses.base import Defense, Stage
 from .data.transforms import random_flip, random_shift
-from .runtime import autocast, grad_scaler
+from .runtime import autocast, grad_scaler, memory_format
 from .errors import ConfigError, DataError, TrainingError
 from .progress import task
 from .scenario import ClassifierSpec
@@ -96,6 +96,7 @@ def _train_stages(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.
                               f"({world} processes)")
         if device.type == "cuda":  # the split fits in GPU memory: copy it once instead of every batch
             sx, sy = sx.pin_memory().to(device, non_blocking=True), sy.to(device)
+            model.to(memory_format=memory_format())
         defense.on_stage_start(stage, model)
         model.to(device)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -149,7 +150,7 @@ def _train_stages(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.
                     # (BENCHMARKS.md), and with one channel a shifted batch already had those strides while an
                     # un-augmented one (a fine-tune stage) did not. (`.contiguous(memory_format=...)` would
                     # keep a one-channel batch's strides; `.to(memory_format=...)` sets them.)
-                    xb = xb.to(device, memory_format=torch.channels_last)
+                    xb = xb.to(device, memory_format=memory_format())
                     yb = yb.to(device)
                     with autocast(device):
                         logits, extras = defense.forward(model, xb)
