@@ -131,10 +131,11 @@ def main() -> None:
             "step", batches * e.epochs)
     measure(f"GAN prior {p.kind} w{p.width} ({p.steps} steps)", gan_step(p.width, p.z_dim, p.batch_size, p.n_critic, device),
             "step", p.steps)
-    # GMI runs its reconstructions in batches of 64 latents (each batch a full latent search)
+    # calor's GMI moves all latents in one batch; an iteration over 64 latents is timed and scaled linearly
+    # to the seed's reconstructions (the cost is close to linear in the batch on one device)
     attack_batch = 64
-    measure(f"GMI vs vgg16-bn ({reconstructions} recs)", gmi_iteration("vgg16-bn", t.width, t.feature_dim, p.width, attack_batch, device),
-            "iteration", a.iterations * -(-reconstructions // attack_batch))
+    measure(f"GMI vs vgg16-bn ({reconstructions} latents, per 64)", gmi_iteration("vgg16-bn", t.width, t.feature_dim, p.width,
+            attack_batch, device), "64 x iter", a.iterations * reconstructions / attack_batch)
     v = versions()
     print(f"torch {v['torch']}, {v['cpu_capability']}, threads {v['threads']}")
 
