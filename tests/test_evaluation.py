@@ -112,18 +112,27 @@ def test_gradient_path_measures_saturation_and_the_gradient_relative_to_a_refere
     assert gradient_path(plain, rec)["saturated_fraction"] is None and "grad_ratio" not in gradient_path(plain, rec)
 
 
-def test_private_features_are_computed_once_per_judge_artifact(tiny_scenario) -> None:
+def test_private_features_are_computed_once_per_judge_artifact(tiny_scenario, tmp_path) -> None:
     import calor.evaluation as ev
+    from safetensors.torch import save_file
 
     data = load_data(tiny_scenario)
-    model = build_classifier("cnn", num_classes=3, in_channels=1, resolution=16, width=4, feature_dim=8).eval()
-    judge = Judge("cnn", model, 3, 0.5, path="x", hash="judge-hash-for-test")
+    judges = []
+    for k in range(2):  # two artifacts of one key hash (two caches, trained apart): different weights
+        torch.manual_seed(k)
+        model = build_classifier("cnn", num_classes=3, in_channels=1, resolution=16, width=4, feature_dim=8).eval()
+        (tmp_path / f"j{k}").mkdir()
+        save_file({n: t.contiguous() for n, t in model.state_dict().items()}, str(tmp_path / f"j{k}" / "weights.safetensors"))
+        judges.append(Judge("cnn", model, 3, 0.5, path=str(tmp_path / f"j{k}"), hash="judge-hash-for-test"))
     images, labels = data.x_test[:4], data.y_test[:4]
-    first = judge_images(images, labels, data, [judge])
-    keys = [k for k in ev._FEATURES if k[0] == "judge-hash-for-test"]
-    assert len(keys) == 1
-    assert judge_images(images, labels, data, [judge])["metrics"]["knn_dist"] == first["metrics"]["knn_dist"]
+    first = judge_images(images, labels, data, [judges[0]])
     assert len([k for k in ev._FEATURES if k[0] == "judge-hash-for-test"]) == 1
+    assert judge_images(images, labels, data, [judges[0]])["metrics"]["knn_dist"] == first["metrics"]["knn_dist"]
+    assert len([k for k in ev._FEATURES if k[0] == "judge-hash-for-test"]) == 1
+    # the other artifact of the same hash gets its own features, not the first one's
+    other = judge_images(images, labels, data, [judges[1]])
+    assert len([k for k in ev._FEATURES if k[0] == "judge-hash-for-test"]) == 2
+    assert other["metrics"]["knn_dist"] != first["metrics"]["knn_dist"]
 
 
 def test_a_cached_run_reports_the_threads_it_was_computed_with(tiny_scenario, tmp_path) -> None:

@@ -157,3 +157,51 @@ def test_builtin_face_scenarios_load_and_name_their_data() -> None:
         assert sc.num_classes == ids and sc.resolution == 64 and sc.judge_classes == "private"
     assert len(load_scenario("celeba64").attacked_classes()) == 300
     assert load_scenario("fashion-mnist").data.path == "/usr/share/datasets/fashion-mnist"
+
+
+def test_data_commands_write_a_layout_and_prepare_its_split(tmp_path: Path, monkeypatch, capsys) -> None:
+    from calor.cli import main
+
+    monkeypatch.delenv("CALOR_SPLIT_DIR", raising=False)
+    monkeypatch.setenv("CALOR_DATA_ROOT", "")  # --data-root below sets it for the process: restored after the test
+    assert main(["data", "fake", str(tmp_path / "root" / "celeba"), "--layout", "celeba", "--identities", "6",
+                 "--per-identity", "5"]) == 0
+    sc = tmp_path / "s.yaml"
+    sc.write_text(yaml.safe_dump({"name": "cli-faces", "resolution": 16, "judge_classes": "private",
+                                  "data": {"source": "celeba", "path": "celeba", "private_classes": [], "public_classes": [],
+                                           "identities": 4, "test_fraction": 0.2, "crop": 108}}))
+    capsys.readouterr()
+    assert main(["data", "prepare", "--scenario", str(sc), "--data-root", str(tmp_path / "root"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "4 private classes, images (3, 16, 16)" in out and "private_train       16 images" in out
+    assert "public              10 images" in out and "split file     calor-split-celeba-" in out
+    assert list((tmp_path / "root" / "celeba").glob("calor-split-celeba-*.json"))  # beside the data by default
+    assert main(["data", "fake", str(tmp_path / "x"), "--identities", "2", "--per-identity", "0"]) == 2
+    assert main(["data", "prepare", "--scenario", str(sc), "--data-root", str(tmp_path / "nowhere"), "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cache_keys_name_the_copy_of_the_data(tmp_path: Path, monkeypatch) -> None:
+    from calor.scenario_data import data_key
+
+    for copy, seed in (("a", 0), ("b", 1)):
+        write_fake_faces(tmp_path / copy / "celeba", "celeba", 6, 5, seed=seed)
+    monkeypatch.setenv("CALOR_SPLIT_DIR", str(tmp_path / "splits"))
+    sc = _scenario(tmp_path, {"source": "celeba", "path": "celeba", "identities": 4, "crop": 108})
+    keys = []
+    for copy in ("a", "b"):
+        monkeypatch.setenv("CALOR_DATA_ROOT", str(tmp_path / copy))
+        monkeypatch.setenv("CALOR_SPLIT_DIR", str(tmp_path / "splits" / copy))
+        keys.append(data_key(sc))
+    # same scenario settings, other images: another key, so no artifact of one copy stands in for the other
+    assert keys[0]["data"] == keys[1]["data"] and keys[0]["data_content"] != keys[1]["data_content"]
+
+
+def test_a_mixed_folder_decodes_to_rgb(tmp_path: Path) -> None:
+    from PIL import Image
+
+    gray, color = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(np.full((20, 20), 90, dtype=np.uint8), "L").save(gray)
+    Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8) + np.array([200, 10, 10], dtype=np.uint8), "RGB").save(color)
+    out = decode_images([gray, color], tmp_path, Decode(8), tmp_path / "cache", what="mixed")
+    assert out.shape == (2, 8, 8, 3) and (out[0] == 90).all() and tuple(out[1, 0, 0]) == (200, 10, 10)

@@ -428,8 +428,9 @@ def _check_same_data(scenario: Any, meta: dict[str, Any]) -> None:
     from .errors import ConfigError
     from .scenario_data import data_key
 
-    recorded = {"data": meta.get("key", {}).get("data"), "resolution": meta.get("key", {}).get("resolution")}
-    if recorded != data_key(scenario):
+    current = data_key(scenario)
+    recorded = {k: meta.get("key", {}).get(k) for k in current}
+    if recorded != current:
         raise ConfigError(f"the artifact was trained on another scenario's data ({meta.get('scenario', {}).get('name')!r}); "
                           "pass the same --scenario (and --scenario-set) it was trained with")
 

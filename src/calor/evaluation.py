@@ -16,11 +16,13 @@ and paired comparisons; aggregate metrics sit next to them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .artifacts import WEIGHTS
 from .attacks.base import Reconstructions, initial_latents, sample_seed
 from .data.splits import SplitData
 from .errors import MetricError
@@ -69,16 +71,27 @@ def verdicts(judge: Judge, images: torch.Tensor, labels: torch.Tensor) -> dict[s
     return out
 
 
-_FEATURES: dict[tuple[str, str, tuple[int, ...]], torch.Tensor] = {}
+_FEATURES: dict[tuple[str, ...], torch.Tensor] = {}
+
+
+def _weights_stamp(path: str) -> str:
+    """Where a judge's weights are and when they were written: two caches (or a rebuild) can hold judges of
+    the same key hash trained apart (e.g. with other thread counts), whose features differ in the last bits."""
+    try:
+        weights = Path(path).resolve() / WEIGHTS
+        return f"{weights}@{weights.stat().st_mtime_ns}"
+    except OSError:
+        return ""
 
 
 def _private_features(judge: Judge, data: SplitData, classes: torch.Tensor, priv_x: torch.Tensor) -> torch.Tensor:
     """The judge's features of the attacked classes' private training images, computed once per process
-    for a judge artifact (keyed by its hash and the split's checksum): a bench judges every cell against
-    the same images, and this forward pass was most of the metrics' time."""
-    if not judge.hash:  # a judge built in memory: nothing identifies it safely
+    for a judge artifact (keyed by its hash, its weights file and the split's checksum): a bench judges every
+    cell against the same images, and this forward pass was most of the metrics' time."""
+    stamp = _weights_stamp(judge.path) if judge.hash and judge.path else ""
+    if not stamp:  # a judge built in memory: nothing identifies it safely
         return predict(judge.model, priv_x, features=True)
-    key = (judge.hash, str(data.info.get("indices_sha256")), tuple(classes.tolist()))
+    key = (judge.hash, stamp, str(data.info.get("indices_sha256")), *map(str, classes.tolist()))
     if key not in _FEATURES:
         _FEATURES[key] = predict(judge.model, priv_x, features=True)
     return _FEATURES[key]

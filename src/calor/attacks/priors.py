@@ -10,7 +10,7 @@ import torch
 
 import torch.nn.functional as F
 
-from .. import parallel
+from ..parallel import DataParallel, current, global_batch_norm, is_writer, sum_gradients
 from ..errors import ConfigError
 from ..checkpoint import Checkpointer, no_checkpoints, resume_loop, snapshot_loop
 from ..models.gan import Critic, Generator
@@ -62,7 +62,7 @@ def train_gan(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device, 
 
     Under torchrun every process draws the global batch and trains on its share (see `calor.parallel`);
     the logged figures are those of rank 0's share."""
-    dp = parallel.current()
+    dp = current()
     G, D, log = _train_gan(x_public, spec, device=device, seed=seed, checkpoint=checkpoint, dp=dp)
     G.eval()
     D.eval()
@@ -70,7 +70,7 @@ def train_gan(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device, 
 
 
 def _train_gan(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device, seed: int, checkpoint: Checkpointer | None,
-               dp: parallel.DataParallel | None) -> tuple[Generator, Critic, list[dict[str, Any]]]:
+               dp: DataParallel | None) -> tuple[Generator, Critic, list[dict[str, Any]]]:
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     channels, resolution = x_public.shape[1], x_public.shape[-1]
@@ -90,7 +90,7 @@ def _train_gan(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device,
         opt.zero_grad(set_to_none=True)
         (loss * weight).backward()
         if dp is not None:
-            parallel.sum_gradients(params, dp)
+            sum_gradients(params, dp)
         opt.step()
 
     log: list[dict[str, Any]] = []
@@ -100,10 +100,10 @@ def _train_gan(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device,
     parts = {"G": G, "D": D, "opt_g": opt_g, "opt_d": opt_d}
     start, extras = resume_loop(ckpt, parts, gen)
     log = extras.get("log", log)
-    with task(f"GAN prior ({spec.kind})", spec.steps) as advance, parallel.global_batch_norm(G, D):
+    with task(f"GAN prior ({spec.kind})", spec.steps) as advance, global_batch_norm(G, D):
         advance(start)
         for it in range(start, spec.steps):
-            if it > start and parallel.is_writer():
+            if it > start and is_writer():
                 snapshot_loop(ckpt, it, spec.steps, parts, gen, {"log": log})
             for _ in range(spec.n_critic if wgan else 1):
                 # the global batch's random draws, in the single-process order; then this process's share

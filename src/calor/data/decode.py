@@ -105,12 +105,11 @@ def files_digest(files: Sequence[Path], base: Path) -> str:
 
 
 def decode_images(files: Sequence[Path], base: Path, decode: Decode, cache_dir: Path, *, what: str) -> np.ndarray:
-    """(N, R, R) or (N, R, R, 3) uint8 for `files` (all grayscale -> one channel, else RGB), from the decoded
-    cache in `cache_dir` when it is there, decoded with a thread pool and cached otherwise."""
+    """(N, R, R) or (N, R, R, 3) uint8 for `files` (one channel if every file is grayscale, else RGB), from the
+    decoded cache in `cache_dir` when it is there, decoded with a thread pool and cached otherwise."""
     if not files:
         raise DataError(f"{what}: no image files")
-    mode = _image_mode(files[0])
-    key = hashlib.sha256(f"{files_digest(files, base)}|{decode}|{mode}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{files_digest(files, base)}|{decode}".encode()).hexdigest()[:16]
     cache = cache_dir / f"calor-decoded-{decode.resolution}px-{key}.npy"
     if cache.is_file():
         try:
@@ -119,8 +118,10 @@ def decode_images(files: Sequence[Path], base: Path, decode: Decode, cache_dir: 
                 return arr
         except (OSError, ValueError):
             pass  # a torn or foreign file: decode again and replace it
-    out = np.empty((len(files), decode.resolution, decode.resolution) + ((3,) if mode == "RGB" else ()), dtype=np.uint8)
     workers = min(8, max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)))
+    with ThreadPoolExecutor(workers) as pool:  # one channel only if every file is grayscale (headers only)
+        mode = "L" if all(m == "L" for m in pool.map(_image_mode, files)) else "RGB"
+    out = np.empty((len(files), decode.resolution, decode.resolution) + ((3,) if mode == "RGB" else ()), dtype=np.uint8)
     with task(f"decode {what}", len(files)) as advance, ThreadPoolExecutor(workers) as pool:
         for i, img in enumerate(pool.map(lambda f: _decode_one(f, decode, mode), files)):
             out[i] = img

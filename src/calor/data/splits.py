@@ -152,6 +152,8 @@ def _identity_split(scenario: Scenario) -> tuple[dict[str, np.ndarray], dict[str
         "public_listing": None if public is None else {"layout": public.layout, "fingerprint": public.fingerprint},
         "split_file": split.file.name,
         "split_checksum": split.checksum,
+        # the decoded pixels: the split names files, this says what was in them
+        "pixels_sha256": hashlib.sha256("".join(_digest(np.asarray(v)) for v in parts.values()).encode()).hexdigest()[:32],
         "identities": spec.identities,
         "crop": spec.crop,
         "public_crop": pub_crop,
