@@ -9,8 +9,8 @@ float rounding; `tests/test_distributed.py` checks it with 2 gloo processes. Dif
 design: dropout masks (each process draws its own), and defenses whose loss is not a mean over samples or
 that keep per-process state (`Defense.data_parallel = False` refuses them).
 
-Only the main process writes artifacts (`Workspace.cached`); the others wait at a barrier and keep the
-model they trained, which is identical.
+Only rank 0 writes artifacts (`Workspace.cached`); the others wait at a barrier and keep the model they
+trained, which is rank 0's (every process applies the same summed gradients to the same weights).
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from typing import Iterable, Iterator, Optional
 import torch
 import torch.distributed as dist
 from torch import nn
-
-from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -207,9 +205,3 @@ def global_batch_norm(*models: nn.Module) -> Iterator[None]:
     finally:
         for m, cls in switched:
             m.__class__ = cls
-
-
-def require_single_process(what: str) -> None:
-    if current() is not None:
-        raise ConfigError(f"{what} cannot run data-parallel (launched with torchrun, WORLD_SIZE={os.environ.get('WORLD_SIZE')}); "
-                          "run it in a single process")

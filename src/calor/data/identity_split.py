@@ -96,8 +96,8 @@ def make_identity_split(private: Listing, public: Optional[Listing], p: Identity
         "format": FORMAT,
         "protocol": {"identities": p.identities, "test_fraction": p.test_fraction, "split_seed": p.split_seed,
                      "public_images": p.public_images, "max_per_class": p.max_per_class},
-        "private_listing": {"layout": private.layout.split(" at ")[0], "fingerprint": private.fingerprint},
-        "public_listing": None if public is None else {"layout": public.layout.split(" at ")[0], "fingerprint": public.fingerprint},
+        "private_listing": {"layout": private.kind, "fingerprint": private.fingerprint},
+        "public_listing": None if public is None else {"layout": public.kind, "fingerprint": public.fingerprint},
         "identities": chosen,
         "train": [n for n, _ in train], "train_labels": [k for _, k in train],
         "test": [n for n, _ in test], "test_labels": [k for _, k in test],
@@ -113,7 +113,7 @@ def split_directory(private: Listing) -> Path:
 
 def load_or_make_split(private: Listing, public: Optional[Listing], p: IdentityProtocol, name: str) -> IdentitySplit:
     """Read the split file for this protocol, checking it against the listings, or make and write it."""
-    tag = _checksum({"name": name, "protocol": p.__dict__, "public": None if public is None else public.layout.split(" at ")[0]})[:12]
+    tag = _checksum({"name": name, "protocol": p.__dict__, "public": None if public is None else public.kind})[:12]
     path = split_directory(private) / f"calor-split-{name}-{tag}.json"
     if path.is_file():
         try:

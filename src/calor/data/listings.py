@@ -26,11 +26,16 @@ class Listing:
     files: tuple[Path, ...]
     identities: Optional[tuple[str, ...]]
     fingerprint: str  # sha256 of what defines the listing (an identity file, or names and sizes)
-    layout: str  # a human description of what was read, for records and errors
+    kind: str  # which layout was read, e.g. "CelebA (identity_CelebA.txt)": recorded, and part of split names
 
     def __post_init__(self) -> None:
         if not self.files:
-            raise DataError(f"{self.layout}: no images found under {self.base}")
+            raise DataError(f"{self.layout}: no images found")
+
+    @property
+    def layout(self) -> str:
+        """What was read and where, for messages and records."""
+        return f"{self.kind} at {self.base}"
 
 
 LISTINGS: Registry = Registry("dataset layout")
@@ -57,7 +62,7 @@ def _folders(base: Path, what: str) -> Listing:
             ids.append(folder.name)
     if not files:
         raise DataError(f"{what}: {base} holds no <class>/<image> files ({', '.join(IMAGE_SUFFIXES)})")
-    return Listing(base, tuple(files), tuple(ids), files_digest(files, base), f"{what} at {base}")
+    return Listing(base, tuple(files), tuple(ids), files_digest(files, base), what)
 
 
 @LISTINGS.register("image-folder")
@@ -84,7 +89,7 @@ def celeba(base: Path) -> Listing:
             raise DataError(f"{ident}, line {n}: expected '<file> <identity number>', got {line.strip()!r}")
         files.append(images / parts[0])
         ids.append(parts[1])
-    return Listing(base, tuple(files), tuple(ids), hashlib.sha256(raw).hexdigest(), f"CelebA ({ident.name}) at {base}")
+    return Listing(base, tuple(files), tuple(ids), hashlib.sha256(raw).hexdigest(), f"CelebA ({ident.name})")
 
 
 @LISTINGS.register("facescrub")
@@ -99,7 +104,7 @@ def facescrub(base: Path) -> Listing:
     listings = [_folders(p, "FaceScrub") for p in parts]
     files = tuple(f for lst in listings for f in lst.files)
     ids = tuple(i for lst in listings for i in (lst.identities or ()))
-    return Listing(base, files, ids, files_digest(files, base), f"FaceScrub (actors/actresses) at {base}")
+    return Listing(base, files, ids, files_digest(files, base), "FaceScrub (actors/actresses)")
 
 
 @LISTINGS.register("ffhq")
@@ -110,4 +115,4 @@ def ffhq(base: Path) -> Listing:
     files = list_images(base)
     if not files:
         raise DataError(f"FFHQ: no images under {base}")
-    return Listing(base, tuple(files), None, files_digest(files, base), f"FFHQ at {base}")
+    return Listing(base, tuple(files), None, files_digest(files, base), "FFHQ")
