@@ -66,9 +66,10 @@ def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Non
             assert torch.equal(a[k], b[k]), k
 
 
-# The generated faces carry pixel noise: digits' flat -1 background makes exact ties in max-pooling, where
-# which input receives the gradient is up to the kernel (channels-last and NCHW choose differently), so
-# there even one process does not repeat itself across memory layouts. SGD: Adam divides each gradient by
+# The generated faces carry pixel noise. Digits' flat -1 background gives max-pooling windows whose values
+# differ only by float rounding, so which input receives the gradient follows the rounding: on one tiny
+# digits batch, one process's channels-last float32 weight gradient differed from float64 by 5e-3, and by
+# 9e-7 once 1e-3 noise was added to the same batch (a control run while writing this test). SGD: Adam divides each gradient by
 # its running magnitude, so a parameter whose true gradient is zero (a bias just before batch norm) steps by
 # the full learning rate along float rounding noise, and runs part after a few steps. With SGD, rounding
 # stays rounding.
