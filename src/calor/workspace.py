@@ -81,10 +81,10 @@ class Workspace:
         <cache>/checkpoints/<rel>; removed once the artifact is saved."""
         return Checkpointer(self.cache / "checkpoints" / rel, key, self.checkpoint_every)
 
-    def existing(self, path: Path, code: dict[str, int]) -> Path | None:
+    def existing(self, path: Path, code: dict[str, int], *, report: bool = True) -> Path | None:
         """The finished artifact for cache location `path`, built by the current `code` (see calor.versioning):
         the cached one, else a shipped one with the same key (same relative path), else None. An artifact
-        built by other code is reported as stale and not returned (the caller rebuilds it)."""
+        built by other code is not returned (the caller rebuilds it), and reported as stale with `report`."""
         found = path if find_artifact(path) else None
         if found is None and self.packaged:
             from .pretrained import packaged_artifact
@@ -94,8 +94,9 @@ class Workspace:
             return None
         stale = stale_modules(load_meta(found).get("code"), code)
         if stale:
-            log(f"[yellow]stale artifact {found}: built by other code ({'; '.join(stale[:4])}"
-                f"{'; ...' if len(stale) > 4 else ''}); rebuilding[/yellow]")
+            if report:
+                log(f"[yellow]stale artifact {found}: built by other code ({'; '.join(stale[:4])}"
+                    f"{'; ...' if len(stale) > 4 else ''}); rebuilding[/yellow]")
             return None
         return found
 
@@ -107,24 +108,32 @@ class Workspace:
         Found (and not stale): `load(artifact)` makes the value. Otherwise `build(checkpointer)` returns
         (tensors, meta, value); the meta gains kind, hash, key, versions, code and a time stamp, the artifact
         is saved atomically and its checkpoints removed. Returns (value, meta, artifact directory)."""
+        path = self.cache / rel
+        # Data-parallel (torchrun): every process takes rank 0's view of the cache, trains together, and only
+        # rank 0 writes; the barriers keep a process from looking while another is writing.
+        parallel.barrier()
+        # A current artifact is never rewritten (only stale ones are replaced, under the lock), so it is read
+        # without the lock, and a run that only reads (e.g. from the shipped store) writes nothing to the cache.
+        found = parallel.broadcast(self.existing(path, code, report=False))
+        if found:
+            return self._load(found, load, what)
         # Processes sharing the cache (two benches, Ray tasks): the first builds under the artifact's lock, the
-        # others wait and load. Data-parallel processes (torchrun) are one builder: rank 0 takes the lock.
+        # others wait, then find it. Data-parallel processes (torchrun) are one builder: rank 0 takes the lock.
         lock = artifact_lock(self.cache / LOCKS / f"{rel}.lock", what) if parallel.is_writer() else contextlib.nullcontext()
         with lock:
-            return self._cached(rel, key, code, build=build, load=load, what=what)
+            found = parallel.broadcast(self.existing(path, code))
+            if found:
+                return self._load(found, load, what)
+            return self._build(rel, path, key, code, build)
 
-    def _cached(self, rel: str, key: dict[str, Any], code: dict[str, int], *,
-                build: Callable[[Checkpointer], tuple[dict[str, torch.Tensor], dict[str, Any], T]],
-                load: Callable[[Artifact], T], what: str) -> tuple[T, dict[str, Any], Path]:
-        path = self.cache / rel
-        # Data-parallel (torchrun): every process takes rank 0's view of the cache, trains together, and
-        # only rank 0 writes; the barrier keeps a process from looking while another is writing.
-        parallel.barrier()
-        found = parallel.broadcast(self.existing(path, code))
-        if found:
-            art = load_artifact(found)
-            log(f"[dim]cached {what}: {found}[/dim]")
-            return load(art), art.meta, found
+    @staticmethod
+    def _load(found: Path, load: Callable[[Artifact], T], what: str) -> tuple[T, dict[str, Any], Path]:
+        art = load_artifact(found)
+        log(f"[dim]cached {what}: {found}[/dim]")
+        return load(art), art.meta, found
+
+    def _build(self, rel: str, path: Path, key: dict[str, Any], code: dict[str, int],
+               build: Callable[[Checkpointer], tuple[dict[str, torch.Tensor], dict[str, Any], T]]) -> tuple[T, dict[str, Any], Path]:
         ckpt = self.checkpointer(rel, key)
         BUILT.append(rel)
         tensors, extra, value = build(ckpt)
