@@ -287,17 +287,22 @@ def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: 
         return _run_bench(plan, out, ws, show, calibrate, executor)
 
 
+def cell_targets(sc: Scenario, cell: Cell, ws: Workspace) -> tuple[Any, Any]:
+    """The cell's target (trained or loaded) and, for a white-box attack, the undefended target of the same
+    seed that the gradient diagnostics compare against (None otherwise)."""
+    target = train_target(sc, cell.defense, seed=cell.seed, settings=cell.settings, ws=ws)
+    if ATTACKS.get(cell.attack).threat_model is not ThreatModel.WHITE_BOX:
+        return target, None
+    return target, target if cell.defense == "none" and not cell.variant else train_target(sc, "none", seed=cell.seed, ws=ws)
+
+
 def compute_cell(sc: Scenario, cell: Cell, out: Path, ws: Workspace, judges: list[Any], executor: str = "local") -> dict[str, Any]:
     """The one code path that computes a cell, whichever executor runs it: train (or load) its target, attack it,
     draw its grid, write its row atomically to `<out>/cells/<cell id>.json` and return the row. The row's
     `reported_with` names the executor that ran it."""
     cid = cell.cell_id(sc)
     data = load_data(sc)
-    target = train_target(sc, cell.defense, seed=cell.seed, settings=cell.settings, ws=ws)
-    white_box = ATTACKS.get(cell.attack).threat_model is ThreatModel.WHITE_BOX
-    reference = None  # white-box cells: the undefended target of the same seed, for the gradient diagnostics
-    if white_box:
-        reference = target if cell.defense == "none" and not cell.variant else train_target(sc, "none", seed=cell.seed, ws=ws)
+    target, reference = cell_targets(sc, cell, ws)
     run = attack_target(sc, target, cell.attack, seed=cell.seed, settings=cell.attack_settings, ws=ws, judges=judges,
                         reference=reference)
     grid = out / "grids" / f"{cid}.png"
@@ -388,9 +393,7 @@ def _train_together(sc: Scenario, todo: list[tuple[int, Cell]], ws: Workspace) -
     from .prior_store import Priors
 
     for _, cell in todo:
-        train_target(sc, cell.defense, seed=cell.seed, settings=cell.settings, ws=ws)
-        if ATTACKS.get(cell.attack).threat_model is ThreatModel.WHITE_BOX:
-            train_target(sc, "none", seed=cell.seed, ws=ws)
+        cell_targets(sc, cell, ws)
     for seed in sorted({cell.seed for _, cell in todo}):
         Priors(sc, seed, ws).gan()
 

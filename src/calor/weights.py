@@ -9,6 +9,7 @@ instead of executing. Nothing in calor calls ``pickle`` or an unrestricted ``tor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
 import re
@@ -68,12 +69,19 @@ def load_weights(path: Path | str) -> dict[str, torch.Tensor]:
 
 
 def file_digest(path: Path | str) -> str:
-    """SHA-256 of a file's bytes (hex), e.g. to record which weights a backbone started from."""
+    """SHA-256 of a file's bytes (hex), e.g. to record which weights a backbone started from. Computed once
+    per process for a file of unchanged size and modification time: cache keys ask for it for every cell."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: weights file does not exist")
+    st = path.stat()
+    return _digest(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
