@@ -53,21 +53,28 @@ def _sample_row(label, seed, hits, knn, tuning=False):
             "per_sample": {"hit": hits, "knn_dist": knn}}
 
 
-def test_results_table_gives_intervals_and_marks_paired_differences() -> None:
+def test_results_table_gives_seed_level_intervals_and_marks_primary_and_exploratory_differences() -> None:
     n = 40
-    none = [_sample_row("none", s, [1] * n, [1.0] * n) for s in (2, 3)]
-    calor = [_sample_row("calor", s, [1] * 10 + [0] * 30, [5.0] * n) for s in (2, 3)]
+    seeds = (2, 3, 4, 5, 6)
+    none = [_sample_row("none", s, [1] * n, [1.0] * n) for s in seeds]
+    calor = [_sample_row("calor", s, [1] * (6 + s) + [0] * (34 - s), [5.0 + s / 10] * n) for s in seeds]
     tuning = [_sample_row("calor", 0, [1] * n, [1.0] * n, tuning=True)]
-    header, body = results_table(none + calor + tuning, ["attack_acc@1", "knn_dist", "kid"])
+    rows = none + calor + tuning
+    header, body = results_table(rows, ["attack_acc@1", "knn_dist", "kid"])
     assert header == ["attack", "defense", "natural acc", "acc@1 [95% CI]", "knn dist", "KID"]
     line = {r[1]: r for r in body}
-    assert line["none"][3].startswith("1.000 [1.000, 1.000]")
-    calor_acc = line["calor"][3]  # 20/80 hits, tuning seed 0 left out; significantly below none under the same attack
-    assert calor_acc.startswith("0.250 [") and calor_acc.endswith("↓*")
-    assert line["calor"][4].endswith("↑*")  # knn distance significantly larger
-    assert line["calor"][5] == "3.000 [-3.353, 9.353]"  # set-level metric: mean of 2.5 and 3.5 +- t(0.975, 1) * 0.5
-    one_seed = results_table([none[0]], ["attack_acc@1"])[1][0][3]  # one seed: Wilson
-    assert one_seed == "1.000 [0.912, 1.000]"
+    # 200 of 200 hits over 5 seeds: a proper interval, not [1.000, 1.000] (Wilson at n = 200 with t(0.975, 4))
+    assert line["none"][3].startswith("1.000 [0.963, 1.000]")
+    calor_acc = line["calor"][3]  # 50/200 hits, tuning seed 0 left out; below none under the same attack
+    assert calor_acc.startswith("0.250 [")
+    # no primary family declared: every comparison is exploratory (unadjusted, "°")
+    assert calor_acc.endswith("↓°") and line["calor"][4].endswith("↑°")
+    assert line["calor"][5] == "4.500 [2.537, 6.463]"  # set-level: mean of 2.5..6.5 +- t(0.975, 4) * sd / sqrt(5)
+    primary = {"pairs": ["calor vs none"], "attacks": [], "metrics": ["attack_acc@1"]}
+    marked = {r[1]: r for r in results_table(rows, ["attack_acc@1", "knn_dist"], primary=primary)[1]}
+    assert marked["calor"][3].endswith("↓*") and marked["calor"][4].endswith("↑°")  # knn is outside the family
+    one_seed = results_table([none[0], calor[0]], ["attack_acc@1"])[1]  # one seed: Wilson, and never a mark
+    assert one_seed[0][3] == "1.000 [0.912, 1.000]" and not one_seed[1][3].endswith(("*", "°"))
     plain = text_table(none + calor)
     assert plain.splitlines()[0].split()[:2] == ["attack", "defense"]
 
@@ -133,7 +140,7 @@ def test_bench_report_has_every_section(tiny_yaml: Path, tmp_path: Path, capsys)
     assert len(bpda) == 6 and all(r["attack_config"]["base"] == "adaptive-logit" and r["attack_config"]["iterations"] == 3 for r in bpda)
     assert (out / "figures" / "privacy_utility_adaptive-bpda_base_adaptive-logit_iterations_3.png").is_file()
     page = (out / "report.html").read_text()
-    for section in ("id=results", "id=comparisons", "id=judges", "id=diagnostics", "id=privacy-utility", "id=confidence",
+    for section in ("id=worst-case", "id=results", "id=exploratory", "id=judges", "id=diagnostics", "id=privacy-utility", "id=confidence",
                     "id=sensitivity", "id=reconstructions", "id=protocol"):
         assert section in page
     assert page.count("data:image/png;base64,") >= 1 + 1 + 1 + 3  # plot, histograms, sensitivity, grids (seed 0)
@@ -188,10 +195,13 @@ def test_comparisons_pair_every_defense_with_none_and_calor_with_its_ablations()
     rows = [_sample_row("none", s, [1] * n, [1.0] * n) for s in (2, 3, 4)]
     rows += [_sample_row("calor", s, [1] * n, [1.0] * n) for s in (2, 3, 4)]  # identical: no difference
     rows += [_sample_row("lor", s, [0] * n, [9.0] * n) for s in (2, 3)]  # only two seeds shared
-    out = {(c["a"], c["b"], c["metric"]): c for c in comparisons(rows, ("attack_acc@1",))}
+    out = {(c["a"], c["b"], c["metric"]): c for c in comparisons(rows, ("attack_acc@1",), primary={"pairs": ["lor vs none"]})}
     assert out[("calor", "none", "attack_acc@1")]["difference"] == 0 and not out[("calor", "none", "attack_acc@1")]["significant_holm"]
+    assert out[("calor", "none", "attack_acc@1")]["family"] == "exploratory"
     lor = out[("lor", "none", "attack_acc@1")]
-    assert lor["difference"] == -1.0 and lor["seeds"] == [2, 3] and lor["n_pairs"] == 2 * n and lor["significant_holm"]
+    # every pair differs by -1, but two seeds are two observations: the sign-flip p over seeds is 2/4, never significant
+    assert lor["difference"] == -1.0 and lor["seeds"] == [2, 3] and lor["n_pairs"] == 2 * n and lor["family"] == "primary"
+    assert lor["p_value"] == 0.5 and not lor["significant_holm"] and lor["p_naive"] < 0.001
     assert out[("calor", "lor", "attack_acc@1")]["difference"] == 1.0
     diag = {"progress": [0, 0.5, 1], "saturated_fraction": [0.1, 0.2, 0.3], "grad_norm": [1, 1, 1], "grad_ratio": [0.5, 0.4, 0.3]}
     summary = diagnostics_summary([{**rows[3], "diagnostics": diag}])

@@ -35,6 +35,7 @@ from .report import reconstruction_grid
 from .runtime import configure_threads, resolve_device, set_precision, versions
 from .versioning import stale_modules
 from .scenario import Scenario
+from .summary import REPLICA
 
 # Rough 2-core CPU costs at 32x32 with the mnist budgets (benchmarks/ figures), for --dry-run estimates.
 SECONDS_PER_TARGET_EPOCH_PER_1K_IMAGES = 0.6
@@ -69,6 +70,7 @@ class Cell:
     seed: int
     variant: tuple[tuple[str, str], ...] = ()  # defense settings overriding the scenario's (from --sweep)
     attack_variant: tuple[tuple[str, str], ...] = ()  # attack settings (from --attacks NAME[key=value])
+    replicate: int = 0  # > 0: an independent copy of the defense's target (A/A calibration, --aa)
 
     @property
     def settings(self) -> dict[str, str]:
@@ -80,7 +82,8 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return self.defense + "".join(f"[{k}={v}]" for k, v in self.variant)
+        base = self.defense + "".join(f"[{k}={v}]" for k, v in self.variant)
+        return f"{base}{REPLICA}{self.replicate}" if self.replicate else base
 
     @property
     def attack_label(self) -> str:
@@ -89,10 +92,13 @@ class Cell:
         return f"{self.attack}[{settings}]" if settings else self.attack
 
     def key(self, scenario: Scenario) -> dict[str, Any]:
-        key = {"scenario": scenario.to_dict(), "defense": self.defense, "variant": list(map(list, self.variant)),
+        scenario_key = {k: v for k, v in scenario.to_dict().items() if k != "primary"}  # a reporting choice: no cell changes
+        key = {"scenario": scenario_key, "defense": self.defense, "variant": list(map(list, self.variant)),
                "attack": self.attack, "seed": self.seed}
         if self.attack_variant:  # only when set, so that cells stored before attack variants keep their ids
             key["attack_variant"] = list(map(list, self.attack_variant))
+        if self.replicate:
+            key["replicate"] = self.replicate
         return key
 
     def cell_id(self, scenario: Scenario) -> str:
@@ -151,13 +157,20 @@ def parse_attack_spec(spec: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     return name.strip(), tuple(pairs)
 
 
-def plan_bench(scenario: Scenario, defenses: list[str], attacks: list[str], seeds: list[int], sweeps: dict[str, list[str]] | None = None) -> BenchPlan:
+def plan_bench(scenario: Scenario, defenses: list[str], attacks: list[str], seeds: list[int], sweeps: dict[str, list[str]] | None = None,
+               replicates: list[str] | None = None) -> BenchPlan:
     """All cells, validating every name and setting before anything runs.
 
     An attack may carry settings, `adaptive-bpda[base=lomma-kedmi]`: a column of its own. A sweep varies
     one defense setting at a time around the scenario's defaults (a sensitivity analysis, not a full
-    product): `calor.rank=2,4` adds the cells calor[rank=2] and calor[rank=4]."""
+    product): `calor.rank=2,4` adds the cells calor[rank=2] and calor[rank=4]. `replicates` (A/A
+    calibration) adds, for each named defense, an independently trained copy `DEFENSE~aa1` under every
+    attack and seed, compared with the original like any defense."""
     sweeps = sweeps or {}
+    replicates = replicates or []
+    if [d for d in replicates if d not in defenses]:
+        raise ConfigError(f"--aa {', '.join(d for d in replicates if d not in defenses)}: an A/A replicate copies a defense "
+                          "of --defenses")
     parsed = [parse_attack_spec(a) for a in attacks]
     problems = [f"unknown defense {d!r}" for d in defenses if d not in DEFENSES]
     problems += [f"unknown attack {a!r}" for a, _ in parsed if a not in ATTACKS]
@@ -177,6 +190,7 @@ def plan_bench(scenario: Scenario, defenses: list[str], attacks: list[str], seed
         if settings:
             build_attack(a, dict(settings))  # validates
     cells = [Cell(d, a, s, var, avar) for d in defenses for var in variants[d] for a, avar in parsed for s in seeds]
+    cells += [Cell(d, a, s, (), avar, replicate=1) for d in dict.fromkeys(replicates) for a, avar in parsed for s in seeds]
     return BenchPlan(scenario, cells, sweeps)
 
 
@@ -187,7 +201,7 @@ def estimate_seconds(plan: BenchPlan) -> float:
     data = load_data(sc)
     scale = (sc.resolution / 32) ** 2
     per_epoch = SECONDS_PER_TARGET_EPOCH_PER_1K_IMAGES * len(data.x_train) / 1000 * scale
-    targets = {(c.defense, c.variant, c.seed) for c in plan.cells}
+    targets = {(c.defense, c.variant, c.replicate, c.seed) for c in plan.cells}
     gan_s = SECONDS_PER_GAN_STEP.get(sc.prior.kind, 0.1) * sc.prior.steps * scale
     gmi_s = SECONDS_PER_ATTACK_ITERATION_PER_25_IMAGES * sc.attack.iterations * len(sc.attacked_classes()) * sc.attack.per_class / 25 * scale
     priors: dict[tuple[Any, ...], float] = {}  # each prior once: the shared GAN per seed, the rest per target
@@ -198,7 +212,7 @@ def estimate_seconds(plan: BenchPlan) -> float:
         relative, needs = ATTACK_COST.get(priced, ATTACK_COST["gmi"])
         t += relative * gmi_s
         for name, units in needs.items():
-            priors[(name, c.seed) if name == "gan" else (name, c.defense, c.variant, c.seed)] = units * gan_s
+            priors[(name, c.seed) if name == "gan" else (name, c.defense, c.variant, c.replicate, c.seed)] = units * gan_s
     return t + sum(priors.values())
 
 
@@ -290,10 +304,11 @@ def run_bench(plan: BenchPlan, *, out: Path, ws: Workspace | None = None, show: 
 def cell_targets(sc: Scenario, cell: Cell, ws: Workspace) -> tuple[Any, Any]:
     """The cell's target (trained or loaded) and, for a white-box attack, the undefended target of the same
     seed that the gradient diagnostics compare against (None otherwise)."""
-    target = train_target(sc, cell.defense, seed=cell.seed, settings=cell.settings, ws=ws)
+    target = train_target(sc, cell.defense, seed=cell.seed, settings=cell.settings, ws=ws, replicate=cell.replicate)
     if ATTACKS.get(cell.attack).threat_model is not ThreatModel.WHITE_BOX:
         return target, None
-    return target, target if cell.defense == "none" and not cell.variant else train_target(sc, "none", seed=cell.seed, ws=ws)
+    original_none = cell.defense == "none" and not cell.variant and not cell.replicate
+    return target, target if original_none else train_target(sc, "none", seed=cell.seed, ws=ws)
 
 
 def compute_cell(sc: Scenario, cell: Cell, out: Path, ws: Workspace, judges: list[Any], executor: str = "local") -> dict[str, Any]:
@@ -437,7 +452,7 @@ def bench_protocol(plan: BenchPlan, rows: list[dict[str, Any]]) -> dict[str, Any
         "attack_iterations": sc.attack.iterations, "prior": to_dict(sc.prior),
         "data_split": {k: v for k, v in data.info.items() if k != "indices"},
         "judges": rows[0]["judge"]["all"] if rows else {}, "judge_classes": sc.judge_classes,
-        "tuning_seeds": list(sc.tuning_seeds),
+        "tuning_seeds": list(sc.tuning_seeds), "primary": to_dict(sc.primary),
         "versions": versions(),
     }
 

@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of seeds: SEED, SEED+1, ..., SEED+N-1 (default: the scenario's published seeds)")
     p.add_argument("--sweep", action="append", default=[], metavar="DEFENSE.SETTING=V1,V2",
                    help="sensitivity sweep, e.g. calor.rank=2,4,8,16 (repeatable)")
+    p.add_argument("--aa", action="append", default=[], metavar="DEFENSE",
+                   help="A/A calibration: also train an independent second DEFENSE target per seed, labelled DEFENSE~aa1, "
+                        "attacked and compared with DEFENSE like any defense; the report prints the empirical false-positive "
+                        "rate of its marks (repeatable; DEFENSE must be in --defenses)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time, run nothing")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="where the cells run: local (default: one after another in this process) or ray (each cell a Ray "
@@ -247,7 +251,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from . import parallel
     from .executors import bench_executor
     from .locking import directory_lock
-    from .report import cells_table, plain_table, text_table, write_report
+    from .config import to_dict
+    from .report import cells_table, plain_table, terminal_report, write_report
 
     executor = bench_executor(args.executor, address=args.ray_address, cpus_per_cell=args.ray_cpus_per_cell,
                               gpus_per_cell=args.ray_gpus_per_cell, device=args.device, quiet=args.quiet)
@@ -264,7 +269,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         start = _seed(args, scenario)
         seeds = list(range(start, start + (args.seeds or 1)))
-    plan = plan_bench(scenario, names(args.defenses), split_specs(args.attacks), seeds, parse_sweeps(args.sweep))
+    plan = plan_bench(scenario, names(args.defenses), split_specs(args.attacks), seeds, parse_sweeps(args.sweep), args.aa)
     out = Path(args.out or f"runs/bench-{scenario.name}")
     if args.dry_run:
         done = finished_cells(out)
@@ -287,7 +292,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not parallel.is_main():  # torchrun: rank 0 writes the report
             return 0
         paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
-    print(text_table(rows))
+    print(terminal_report(rows, to_dict(scenario.primary)))
     print("\n" + plain_table(*cells_table(rows)))
     n_cal = sum(1 for r in rows if r.get("calibration"))
     print(f"\n{len(rows) - n_cal} cells and {n_cal} floor/ceiling rows; report: {paths['markdown']} and {paths['html']} "
@@ -300,8 +305,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .locking import directory_lock
     from .config import from_dict
     from .errors import ArtifactError
-    from .report import text_table, write_report
+    from .report import terminal_report, write_report
     from .scenario import Scenario
+    from .summary import replica_of
 
     out = Path(args.directory)
     plan_file = out / "plan.json"
@@ -323,7 +329,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ArtifactError(f"{out}: no finished cells yet; run `calor bench` first")
     defenses = list(dict.fromkeys(r["defense"] for r in rows))
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
-    plan = plan_bench(scenario, defenses, attacks, sorted({r["seed"] for r in rows}), saved.get("sweeps") or {})
+    replicates = list(dict.fromkeys(r["defense"] for r in rows if replica_of(r["label"])))
+    plan = plan_bench(scenario, defenses, attacks, sorted({r["seed"] for r in rows}), saved.get("sweeps") or {}, replicates)
     missing = 0 if args.all else len(saved["cells"]) - len(rows)
     if args.redraw_grids:
         from .scenario_data import load_data
@@ -332,7 +339,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows += [r for r in stored_calibration(out) if r["seed"] in {c.seed for c in plan.cells}]
     with directory_lock(out, "calor bench or report"):
         paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
-    print(text_table(rows))
+    print(terminal_report(rows, bench_protocol(plan, rows)["primary"]))
     n_cal = sum(1 for r in rows if r.get("calibration"))
     print(f"\n{len(rows) - n_cal} cells{f' ({missing} not finished)' if missing else ''} and {n_cal} floor/ceiling rows; "
           f"report: {paths['markdown']} and {paths['html']}")

@@ -48,6 +48,8 @@ class TargetCard(TypedDict, total=False):
     defense: str
     defense_config: dict
     seed: int
+    replicate: int  # A/A replicates only: which copy (the original has none)
+    train_seed: int  # A/A replicates only: the training seed used instead of `seed`
     judge: dict  # judges only: name, num_private, classes
     metrics: dict  # natural_acc, train/test confidence summaries, confidence_by_stage, train_seconds, ...
     history: list  # one entry per epoch and per stage end

@@ -19,7 +19,8 @@ from .artifacts import write_file_atomic, write_json_atomic
 from .data.splits import SplitData
 from .images import save_annotated_grid
 from .summary import METRICS as METRIC_SPECS
-from .summary import comparisons, diagnostics_summary, estimate, fmt_interval, group, published, significance_marks
+from .summary import (aa_calibration, comparisons, diagnostics_summary, estimate, fmt_interval, group, published, replica_of,
+                      significance_marks, worst_case)
 from .records import ResultRow
 
 
@@ -102,15 +103,17 @@ def _natural(cell: list[ResultRow]) -> str:
 
 
 def results_table(rows: list[ResultRow], columns: list[str] | None = None, markdown: bool = True,
-                  baseline: str = "none") -> tuple[list[str], list[list[str]]]:
+                  baseline: str = "none", primary: Any = None) -> tuple[list[str], list[list[str]]]:
     """One line per (attack, defense) over the published seeds, each metric as estimate [95 % interval]
-    (`calor.summary.estimate`); "↓*"/"↑*" = significantly below/above `none` under the same attack (paired,
-    Holm-corrected). The floor and ceiling rows follow under attack "calibration"."""
+    (`calor.summary.estimate`, the seed as the unit); "↓*"/"↑*" = significantly below/above `none` under
+    the same attack in the primary family (paired t over seeds, Holm inside the family), "↓°"/"↑°" = an
+    exploratory comparison with unadjusted p < 0.05. The floor and ceiling rows follow under attack
+    "calibration"."""
     keep, _ = published(rows)
     cols = [c for c in (columns or [k for k, _ in COLUMNS]) if any(r.get(c) is not None or c in METRIC_SPECS and
                                                                    METRIC_SPECS[c][0] in r.get("per_sample", {}) for r in keep)]
     names = dict(COLUMNS)
-    marks = significance_marks(keep, baseline)
+    marks = significance_marks(keep, baseline, primary)
     header = ["attack", "defense", "natural acc", *[names.get(c, c) for c in cols]]
     body = []
     cells = group(keep)
@@ -124,19 +127,122 @@ def results_table(rows: list[ResultRow], columns: list[str] | None = None, markd
     return header, body
 
 
-def text_table(rows: list[ResultRow], width: int | None = None) -> str:
+def text_table(rows: list[ResultRow], width: int | None = None, primary: Any = None) -> str:
     """The results table for the terminal (the main metrics; report.md has every column)."""
-    return plain_table(*results_table(rows, TERMINAL_COLUMNS, markdown=False))
+    return plain_table(*results_table(rows, TERMINAL_COLUMNS, markdown=False, primary=primary))
 
 
-def comparisons_table(rows: list[ResultRow], baseline: str = "none") -> tuple[list[str], list[list[str]]]:
-    """Paired differences a - b under the same attack, seeds and latent initialisations."""
-    header = ["attack", "a", "b", "metric", "a - b [95% CI]", "p", "pairs (seeds)", "significant (Holm)"]
+def terminal_report(rows: list[ResultRow], primary: Any = None) -> str:
+    """What `calor bench` and `calor report` print: the worst case over attacks first (when more than one attack
+    ran), the results table, and the A/A calibration line when the grid has a replicate."""
+    parts = []
+    if len({r["attack"] for r in rows if not r.get("calibration")}) > 1:
+        parts.append("worst case over attacks\n" + plain_table(*worst_case_table(rows)) + "\n")
+    parts.append(text_table(rows, primary=primary))
+    aa = aa_line(rows)
+    if aa:
+        parts.append("\n" + aa)
+    return "\n".join(parts)
+
+
+WORST_NAMES = {"attack_acc@1_open": "open-set acc@1", "attack_acc@1_real": "realistic acc@1", "attack_acc@1": "acc@1",
+               "knn_dist": "knn dist"}
+
+
+def worst_case_table(rows: list[ResultRow], baseline: str = "none") -> tuple[list[str], list[list[str]]]:
+    """Per defense, the worst case over the attacks run against it, for each leakage metric: the estimate
+    with its seed-level interval, the attack that achieved it, and the difference from the baseline's own
+    worst case (per seed, paired t over seeds). The first table of every report."""
+    keep = published(rows)[0]
+    entries = worst_case(keep, baseline=baseline)
+    metrics = list(dict.fromkeys(e["metric"] for e in entries))
+    labels = list(dict.fromkeys(e["label"] for e in entries))
+    by = {(e["label"], e["metric"]): e for e in entries}
+    header = ["defense", "natural acc", "attacks", *[f"worst {WORST_NAMES.get(m, m)} (attack)" for m in metrics],
+              *[f"{WORST_NAMES.get(m, m)}: - {baseline}'s worst [95% CI], p" for m in metrics[:1]]]
     body = []
-    for c in comparisons(published(rows)[0], baseline=baseline):
+    for label in labels:
+        cell = [r for r in keep if r["label"] == label and not r.get("calibration")]
+        line = [label, _natural(cell), str(len({r["attack"] for r in cell}))]
+        for m in metrics:
+            e = by.get((label, m))
+            line.append("-" if e is None else f"{fmt_interval(e)} ({e['attack']}, {e['n_seeds']} seeds)")
+        for m in metrics[:1]:
+            vs = (by.get((label, m)) or {}).get("vs_baseline")
+            d = 1 if vs and abs(vs["difference"]) >= 10 else 3
+            line.append("-" if not vs else f"{vs['difference']:+.{d}f} [{vs['low']:+.{d}f}, {vs['high']:+.{d}f}], p {vs['p_value']:.3f} "
+                                            f"({vs['n_seeds']} seeds)")
+        body.append(line)
+    return header, body
+
+
+def comparisons_table(rows: list[ResultRow], baseline: str = "none", primary: Any = None,
+                      family: str | None = None) -> tuple[list[str], list[list[str]]]:
+    """Paired differences a - b under the same attack, seeds and latent initialisations, the seed as the unit;
+    `family` keeps one family (primary / exploratory / a/a)."""
+    header = ["family", "attack", "a", "b", "metric", "a - b [95% CI]", "p (t, seeds)", "p (sign flip, seeds)",
+              "p if pairs were independent", "design effect", "pairs (seeds)", "significant"]
+    body = []
+    for c in comparisons(published(rows)[0], baseline=baseline, primary=primary):
+        if family is not None and c["family"] != family:
+            continue
         d = 1 if abs(c["difference"]) >= 10 else 3
-        body.append([c["attack"], c["a"], c["b"], c["metric"], f"{c['difference']:+.{d}f} [{c['low']:+.{d}f}, {c['high']:+.{d}f}]",
-                     f"{c['p_value']:.4f}", f"{c['n_pairs']} ({c['n_seeds']})", "yes" if c["significant_holm"] else "no"])
+        if not c["seed_level"]:
+            verdict = "one seed: not tested"
+        elif c["family"] == "exploratory":
+            verdict = "p < 0.05 (unadjusted)" if c["significant_unadjusted"] else "no"
+        else:
+            verdict = "yes (Holm)" if c["significant_holm"] else ("p < 0.05, not after Holm" if c["significant_unadjusted"] else "no")
+        body.append([c["family"], c["attack"], c["a"], c["b"], c["metric"],
+                     f"{c['difference']:+.{d}f} [{c['low']:+.{d}f}, {c['high']:+.{d}f}]",
+                     f"{c['p_value']:.4f}" if c["seed_level"] else "-", f"{c['p_sign_flip']:.4f}" if c["seed_level"] else "-",
+                     f"{c.get('p_naive', c['p_value']):.4f}", f"{c['design_effect']:.2f}" if c["seed_level"] else "-",
+                     f"{c['n_pairs']} ({c['n_seeds']})", verdict])
+    return header, body
+
+
+def aa_line(rows: list[ResultRow], baseline: str = "none") -> str | None:
+    """The A/A calibration sentence of a report (None without a replicate)."""
+    aa = aa_calibration(comparisons(published(rows)[0], baseline=baseline))
+    if aa is None:
+        return None
+    pairs = ", ".join(f"{a} vs {b}" for a, b in aa["pairs"])
+    return (f"A/A calibration ({pairs}; the same defense trained twice, everything else shared): of {aa['comparisons']} seed-level "
+            f"comparisons over {len(aa['attacks'])} attacks, {aa['unadjusted']} have p < 0.05 unadjusted (empirical false-positive "
+            f"rate {aa['rate_unadjusted']:.3f}; nominal 0.05), {aa['holm']} survive Holm inside the A/A family, and {aa['naive']} "
+            f"({aa['rate_naive']:.3f}) would have been called significant by a test that took the reconstructions as independent.")
+
+
+def floor_ceiling_table(rows: list[ResultRow]) -> tuple[list[str], list[list[str]]]:
+    """Set-level metrics read against their floor (prior samples) and ceiling (held-out private images): each
+    value with its position between the two, 0 = the floor, 1 = the ceiling (towards 1 = more like the
+    private data). Coverage is shown only where floor and ceiling differ by more than 0.1 (else it has no range)."""
+    keep = published(rows)[0]
+    cells = group(keep)
+    metrics = []
+    bounds: dict[str, tuple[float, float]] = {}
+    for m in ("kid", "diversity", "coverage"):
+        lo_e, hi_e = (estimate(cells.get(("calibration", n), []), m) for n in ("floor: prior", "ceiling: private test"))
+        if lo_e is None or hi_e is None or lo_e["estimate"] == hi_e["estimate"]:
+            continue
+        if m == "coverage" and abs(hi_e["estimate"] - lo_e["estimate"]) <= 0.1:
+            continue
+        metrics.append(m)
+        bounds[m] = (lo_e["estimate"], hi_e["estimate"])
+    if not metrics:
+        return [], []
+    header = ["attack", "defense", *[f"{m} (floor {bounds[m][0]:.3g} → ceiling {bounds[m][1]:.3g}): value, position" for m in metrics]]
+    body = []
+    for (attack, label), cell in cells.items():
+        line = [attack, label]
+        for m in metrics:
+            e = estimate(cell, m)
+            if e is None:
+                line.append("-")
+                continue
+            lo, hi = bounds[m]
+            line.append(f"{e['estimate']:.3g}, {(e['estimate'] - lo) / (hi - lo):.2f}")
+        body.append(line)
     return header, body
 
 
@@ -335,17 +441,22 @@ def _warnings(rows: list[ResultRow], protocol: dict[str, Any]) -> list[str]:
 SECTION_IDS = {"Privacy–utility": "privacy-utility", "True-class confidence": "confidence", "CALoR sensitivity": "sensitivity"}
 
 READING = ("acc@1: share of reconstructions the primary judge assigns to the attacked class among the private classes "
-           "(closed set, the field's metric), with a 95 % interval (Wilson for one seed; otherwise a bootstrap over seeds, then "
-           "reconstructions). open-set acc@1: the same judge also knows the public classes; a public-looking or empty image is a "
-           "miss. judge conf.: the judge's mean true-class probability (closed set). knn dist: squared L2 distance in the judge's "
-           "features to the nearest private training image of the class; pixel MSE / SSIM: to the nearest private image of the "
-           "class in pixel space (lower MSE / higher SSIM = closer). KID: unbiased kernel distance to the private images of the "
-           "attacked classes in the judge's features (0 = same distribution). diversity: mean pairwise feature distance within a "
-           "class; coverage: share of private images with a reconstruction in their 5-NN ball (PRDC); blank: share of "
-           "near-constant images. ↓* / ↑*: significantly below / above `none` under the same attack (paired over the same "
-           "seeds and latent initialisations, Holm-corrected over every comparison of the report). The calibration rows are "
-           "the same metrics on images no attack made: GAN samples at the attacks' starting latents (floor: prior), public "
-           "images (floor: public) and held-out private images (ceiling: private test).")
+           "(closed set, the field's metric). Every interval counts the seed (one trained target, one prior) as the unit: rates are the "
+           "mean of the seeds' rates with a Wilson interval at the clustered effective sample size and a t quantile of seeds - 1 "
+           "degrees of freedom (plain Wilson for one seed); values are means of seed means with a t interval over seeds. "
+           "open-set acc@1: the same judge also knows the public classes; a public-looking image is a miss. realistic acc@1: an "
+           "open-set hit that is also not blank and lies, in the judge's features, as close to the private images of its class as "
+           "natural images do. judge conf.: the judge's mean true-class probability (closed set). knn dist: squared L2 distance in "
+           "the judge's features to the nearest private training image of the class; pixel MSE / SSIM: to the nearest private image "
+           "of the class in pixel space (lower MSE / higher SSIM = closer). KID: unbiased kernel distance to the private images of "
+           "the attacked classes in the judge's features; being unbiased it can be below 0, and the ceiling row (held-out private "
+           "images) is the value of the same distribution, not 0. diversity (mean pairwise feature distance within a class) and "
+           "coverage (share of private images with a reconstruction in their 5-NN ball, PRDC) have no direction of their own: "
+           "the floors are the most diverse sets; read them in the floor-and-ceiling table. blank: share of near-constant images. "
+           "↓* / ↑*: below / above `none` under the same attack in the primary family (declared in the scenario before the run; "
+           "paired t over seeds, Holm inside the family); ↓° / ↑°: an exploratory comparison with unadjusted p < 0.05 (no "
+           "marks from one seed). The calibration rows are the same metrics on images no attack made: GAN samples at the attacks' "
+           "starting latents (floor: prior), public images (floor: public) and held-out private images (ceiling: private test).")
 
 
 def write_report(out: Path, rows: list[ResultRow], protocol: dict[str, Any], title: str) -> dict[str, Path]:
@@ -368,13 +479,35 @@ def write_report(out: Path, rows: list[ResultRow], protocol: dict[str, Any], tit
     grids = [(f"{r['label']} × {r['attack']} (seed {r['seed']})", r["grid"]) for r in keep if r["seed"] == first_seed and r.get("grid")]
     blocks: list[tuple[Any, ...]] = [("h1", title)]
     blocks += [("warn", w) for w in _warnings(rows, protocol)]
-    blocks += [("h2", "Results", "results"), ("table", *results_table(rows)), ("p", READING)]
-    comp = comparisons_table(rows)
-    if comp[1]:
-        blocks += [("h2", "Paired comparisons", "comparisons"), ("table", *comp),
-                   ("p", "a - b over reconstructions paired by seed, class and latent initialisation; interval: paired bootstrap over "
-                         "seeds then pairs; p: two-sided sign-flip permutation test; significant: the interval excludes 0, p < 0.05 and "
-                         "the Holm correction over every comparison in this table keeps it.")]
+    primary = protocol.get("primary")
+    worst = worst_case_table(rows)
+    if worst[1]:
+        blocks += [("h2", "Worst case over attacks", "worst-case"), ("table", *worst),
+                   ("p", "A defense is as strong as the strongest attack run against it. Per defense and metric: the attack whose "
+                         "estimate leaks most (its seed-level 95 % interval, the attack, the seeds it ran on); the last column is "
+                         "the per-seed difference between this defense under its worst attack and `none` under its own worst "
+                         "attack (paired t over the shared seeds). Attacks differ in how many seeds and defenses they ran on: a "
+                         "defense attacked by fewer attacks has had fewer chances to leak. The worst attack is chosen on the same "
+                         "data it is reported on, so the estimate leans high.")]
+    blocks += [("h2", "Results", "results"), ("table", *results_table(rows, primary=primary)), ("p", READING)]
+    fc = floor_ceiling_table(rows)
+    if fc[1]:
+        blocks += [("h3", "Set-level metrics between floor and ceiling"), ("table", *fc),
+                   ("p", "position = (value - floor) / (ceiling - floor) with floor = prior samples and ceiling = held-out private "
+                         "images: 0 is what the attacker gets for free, 1 is what real private images score.")]
+    aa = aa_line(rows)
+    if aa:
+        blocks += [("h2", "A/A calibration", "aa"), ("p", aa), ("table", *comparisons_table(rows, family="a/a"))]
+    for fam, title, text in (
+            ("primary", "Primary comparisons", "The comparisons declared before the run (the scenario's `primary:` block). One mean "
+             "difference per seed; p from the paired t-test over seeds (the sign-flip test over seeds beside it needs no normality "
+             "but cannot go below 2/2^seeds); Holm over this family only. 'p if pairs were independent' is the pair-level test "
+             "earlier versions used, and 'design effect' 1 + (m - 1) ICC says how much it overstates."),
+            ("exploratory", "Exploratory comparisons", "Every other comparison: the same seed-level tests, unadjusted p, no "
+             "correction — hypotheses for a later run, not conclusions.")):
+        comp = comparisons_table(rows, primary=primary, family=fam)
+        if comp[1]:
+            blocks += [("h2", title, "comparisons" if fam == "primary" else "exploratory"), ("table", *comp), ("p", text)]
     jt = judges_table(rows)
     if jt[1]:
         blocks += [("h2", "Judges", "judges"), ("table", *jt),

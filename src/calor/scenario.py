@@ -89,6 +89,17 @@ class AttackSpec:
 
 
 @dataclass(frozen=True)
+class PrimaryFamily:
+    """The headline comparisons of a scenario, declared before its runs: Holm corrects inside this family
+    only, and every other comparison of a report is exploratory. A reporting choice: it changes no number
+    and no cell (it is left out of cell keys)."""
+
+    pairs: tuple[str, ...] = ()  # "A vs B" under each attack, e.g. "calor vs none"
+    attacks: tuple[str, ...] = ()  # attack columns as written in a bench (empty: every attack of the report)
+    metrics: tuple[str, ...] = ("attack_acc@1_open",)
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str = "custom"
     description: str = ""
@@ -109,9 +120,11 @@ class Scenario:
     # seeds on which the scenario's defaults (defense settings) were chosen: results on them are marked as
     # tuning results and the published tables use `seeds`, which must not overlap them
     tuning_seeds: tuple[int, ...] = ()
+    primary: PrimaryFamily = field(default_factory=PrimaryFamily)
 
     def __post_init__(self) -> None:
         p: list[str] = []
+        p += _primary_problems(self.primary)
         if self.resolution < 8 or self.resolution % 4 or self.resolution > MAX_RESOLUTION:
             p.append(f"resolution={self.resolution}: must be a multiple of 4 from 8 to {MAX_RESOLUTION}")
         d = self.data
@@ -185,6 +198,23 @@ class Scenario:
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Scenario":
         return with_overrides(self, overrides, f"scenario {self.name!r}")
+
+
+def _primary_problems(primary: PrimaryFamily) -> list[str]:
+    from .errors import ConfigError
+    from .summary import METRICS, parse_pair  # imported here: the reporting layer sits above this module
+
+    problems = []
+    for pair in primary.pairs:
+        try:
+            a, b = parse_pair(pair)
+        except ConfigError as exc:  # collected with the scenario's other problems
+            problems.append(f"primary.pairs: {exc}")
+            continue
+        if a == b:
+            problems.append(f"primary.pairs: {pair!r} compares a defense with itself")
+    problems += [f"primary.metrics: unknown metric {m!r} (choose from {', '.join(METRICS)})" for m in primary.metrics if m not in METRICS]
+    return problems
 
 
 def _parse_defense_blocks(blocks: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, dict[str, Any]]]:

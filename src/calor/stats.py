@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 from scipy import optimize
-from scipy.stats import norm
+from scipy.stats import nct, norm
+from scipy.stats import t as t_dist
 
 from .errors import MetricError
 
@@ -345,3 +346,199 @@ def detectable_difference(n: int, p: float, alpha: float = 0.05, power: float = 
     first = int(np.argmax([excess(d) <= 0 for d in grid]))
     lo = grid[first - 1] if first > 0 else min(1e-12, p / 2)
     return float(optimize.brentq(excess, lo, grid[first], xtol=1e-12))
+
+
+# ----------------------------------------------------------------------------- the seed as the unit
+
+def intraclass_correlation(values_by_seed: Groups) -> float:
+    """One-way ANOVA estimate of the intra-seed correlation of per-reconstruction values, clipped to [0, 1].
+
+    With k seeds of sizes m_i, N = sum m_i, MSB and MSW the between- and within-seed mean squares and
+    m0 = (N - sum m_i^2 / N) / (k - 1)::
+
+        ICC = (MSB - MSW) / (MSB + (m0 - 1) MSW)
+
+    0 when every value is the same (no variance to share). Needs at least two seeds.
+    """
+    _, arrays = _groups(values_by_seed, "values_by_seed")
+    arrays = [a.ravel() for a in arrays]
+    k = len(arrays)
+    if k < 2:
+        raise MetricError("an intra-seed correlation needs at least two seeds")
+    sizes = np.array([a.size for a in arrays], dtype=np.float64)
+    n = sizes.sum()
+    if n <= k:
+        raise MetricError("an intra-seed correlation needs more than one value per seed")
+    grand = np.concatenate(arrays).mean()
+    means = np.array([a.mean() for a in arrays])
+    msb = float(np.sum(sizes * (means - grand) ** 2) / (k - 1))
+    msw = float(sum(np.sum((a - m) ** 2) for a, m in zip(arrays, means)) / (n - k))
+    m0 = (n - np.sum(sizes**2) / n) / (k - 1)
+    denom = msb + (m0 - 1) * msw
+    if denom <= 0:
+        return 0.0
+    return float(min(1.0, max(0.0, (msb - msw) / denom)))
+
+
+def _wilson(p: float, n: float, z: float) -> tuple[float, float]:
+    """Wilson bounds for a rate p over an (effective, possibly fractional) sample size n and quantile z."""
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def seed_level_proportion(values_by_seed: Groups, confidence: float = 0.95) -> dict[str, Any]:
+    """A success rate over seeds with an interval that counts the seed as the unit and never collapses.
+
+    The rate is the mean of the seeds' rates (each trained target weighs the same). Its variance under
+    clustering, s^2 / k from the k seed rates, is compared with the binomial p(1-p)/n of n independent
+    reconstructions: their ratio is the design effect (at least 1), and n / DEFF the effective sample size.
+    The interval is Wilson's at that effective size with the t quantile of k - 1 degrees of freedom (after
+    Korn & Graubard 1998), so it widens with the between-seed spread and, at a rate of 0 or 1, stays a
+    proper interval ([0.981, 1] for 200 of 200 hits rather than [1, 1]). One seed: plain Wilson.
+
+    Returns {"estimate", "low", "high", "n", "n_seeds", "design_effect", "effective_n", "method"}.
+    """
+    _, arrays = _groups(values_by_seed, "values_by_seed")
+    confidence = _check_level(confidence, "confidence")
+    for a in arrays:
+        if not np.all((a == 0) | (a == 1)):
+            raise MetricError("seed_level_proportion needs 0/1 values")
+    k = len(arrays)
+    n = int(sum(a.size for a in arrays))
+    rates = np.array([a.mean() for a in arrays])
+    p = float(rates.mean())
+    if k == 1:
+        low, high = wilson_interval(int(arrays[0].sum()), n, confidence)
+        return {"estimate": p, "low": low, "high": high, "n": n, "n_seeds": 1, "design_effect": 1.0, "effective_n": float(n),
+                "method": "one seed: Wilson over its reconstructions"}
+    var_srs = p * (1 - p) / n
+    var_cluster = float(rates.var(ddof=1)) / k
+    deff = max(1.0, var_cluster / var_srs) if var_srs > 0 else 1.0
+    n_eff = n / deff
+    z = float(t_dist.ppf(0.5 + confidence / 2, k - 1))
+    low, high = _wilson(p, n_eff, z)
+    if p == 0.0:
+        low = 0.0
+    if p == 1.0:
+        high = 1.0
+    return {"estimate": p, "low": float(low), "high": float(high), "n": n, "n_seeds": k, "design_effect": float(deff),
+            "effective_n": float(n_eff), "method": f"Wilson at the effective size, t with {k - 1} df (seed = unit)"}
+
+
+def seed_level_mean(values_by_seed: Groups, confidence: float = 0.95) -> dict[str, Any]:
+    """The mean of per-seed means of a continuous per-reconstruction value, with a t interval over seeds
+    (k - 1 degrees of freedom). One seed: the t interval over its reconstructions, flagged as such.
+
+    Returns {"estimate", "low", "high", "n", "n_seeds", "method"}."""
+    _, arrays = _groups(values_by_seed, "values_by_seed")
+    confidence = _check_level(confidence, "confidence")
+    n = int(sum(a.size for a in arrays))
+    if len(arrays) == 1:
+        units, method = arrays[0].ravel(), "one seed: t over its reconstructions"
+    else:
+        units, method = np.array([a.mean() for a in arrays]), f"t over {len(arrays)} seed means"
+    est = float(units.mean())
+    if units.size < 2:
+        return {"estimate": est, "low": math.nan, "high": math.nan, "n": n, "n_seeds": len(arrays), "method": "one value: no interval"}
+    half = float(t_dist.ppf(0.5 + confidence / 2, units.size - 1)) * float(units.std(ddof=1)) / math.sqrt(units.size)
+    return {"estimate": est, "low": est - half, "high": est + half, "n": n, "n_seeds": len(arrays), "method": method}
+
+
+def _matched(a_by_seed: Groups, b_by_seed: Groups) -> tuple[list[Any], list[np.ndarray]]:
+    """(seed labels, per-seed pair differences a - b), checking that seeds and shapes match."""
+    labels_a, arrays_a = _groups(a_by_seed, "a_by_seed")
+    labels_b, arrays_b = _groups(b_by_seed, "b_by_seed")
+    if isinstance(a_by_seed, Mapping) != isinstance(b_by_seed, Mapping):
+        raise MetricError("a_by_seed and b_by_seed must both be dicts or both be lists")
+    if isinstance(a_by_seed, Mapping):
+        if set(labels_a) != set(labels_b):
+            raise MetricError(f"a and b have different seeds: only in a {sorted(set(labels_a) - set(labels_b))}, "
+                              f"only in b {sorted(set(labels_b) - set(labels_a))}")
+        arrays_b = [arrays_b[labels_b.index(k)] for k in labels_a]
+    elif len(arrays_a) != len(arrays_b):
+        raise MetricError(f"a has {len(arrays_a)} seeds but b has {len(arrays_b)}")
+    for k, a, b in zip(labels_a, arrays_a, arrays_b):
+        if a.shape != b.shape:
+            raise MetricError(f"seed {k!r}: a has shape {a.shape} but b has shape {b.shape}; pairs must match")
+    return labels_a, [(a - b).ravel() for a, b in zip(arrays_a, arrays_b)]
+
+
+def seed_level_paired(a_by_seed: Groups, b_by_seed: Groups, confidence: float = 0.95, n_perm: int = 20000,
+                      rng_seed: int = 0) -> dict[str, Any]:
+    """a - b compared with the seed as the unit of replication.
+
+    Each seed s contributes one number, d_s = mean over its pairs of (a - b): the pairs of a seed share its
+    targets and its prior, so they are one observation of the defense effect, not many. Then:
+
+    * estimate: the mean of the d_s; interval: mean ± t_{k-1} · sd(d_s) / sqrt(k);
+    * p_value: the two-sided paired t-test on the d_s (k - 1 df) — what the marks use;
+    * p_sign_flip: the two-sided sign-flip test over seeds (exact for k <= 16: its smallest possible
+      value is 2 / 2^k, 0.0625 for 5 seeds), a check that needs no normality;
+    * icc and design_effect of the pair differences (1 + (m - 1) ICC, m pairs per seed): how much a test
+      that took the pairs as independent would overstate; p_naive is that test (pair-level sign flips).
+
+    Needs at least two seeds (one seed says nothing about the defense, only about two trained models).
+    When every seed has the same d_s the t statistic is undefined and the sign-flip p is used.
+    Returns {"difference", "low", "high", "p_value", "p_sign_flip", "p_naive", "t", "n_seeds", "n_pairs",
+    "per_seed", "icc", "design_effect", "significant", "method"}.
+    """
+    labels, diffs = _matched(a_by_seed, b_by_seed)
+    confidence = _check_level(confidence, "confidence")
+    n_perm = _check_count(n_perm, "n_perm", 1)
+    k = len(diffs)
+    if k < 2:
+        raise MetricError("a seed-level comparison needs at least two seeds")
+    d = np.array([x.mean() for x in diffs])
+    est = float(d.mean())
+    sd = float(d.std(ddof=1))
+    se = sd / math.sqrt(k)
+    q = float(t_dist.ppf(0.5 + confidence / 2, k - 1))
+    flip_rng, naive_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(rng_seed).spawn(2))
+    p_flip = _sign_flip_p(d, n_perm, flip_rng)
+    tol = 1e-12 * max(1.0, abs(est))
+    if se <= tol:
+        t_stat, p_t = (0.0, 1.0) if abs(est) <= tol else (math.copysign(math.inf, est), p_flip)
+    else:
+        t_stat = est / se
+        p_t = float(2 * t_dist.sf(abs(t_stat), k - 1))
+    pooled = np.concatenate(diffs)
+    try:
+        icc = intraclass_correlation(diffs)
+    except MetricError:
+        icc = 0.0
+    m = pooled.size / k
+    return {"difference": est, "low": est - q * se, "high": est + q * se, "p_value": p_t, "p_sign_flip": p_flip,
+            "p_naive": _sign_flip_p(pooled, min(n_perm, 5000), naive_rng), "t": float(t_stat), "n_seeds": k,
+            "n_pairs": int(pooled.size), "per_seed": dict(zip(map(str, labels), d.tolist())), "icc": icc,
+            "design_effect": 1.0 + (m - 1) * icc, "significant": bool(p_t < 1 - confidence),
+            "method": f"paired t over {k} seed means"}
+
+
+def paired_t_power(n_seeds: int, delta: float, sd: float, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test over `n_seeds` seeds to detect a mean seed-level difference
+    `delta` when the seeds' differences have standard deviation `sd` (noncentral t, k - 1 df)."""
+    k = _check_count(n_seeds, "n_seeds", 2)
+    if sd <= 0:
+        raise MetricError(f"sd must be > 0, got {sd}")
+    alpha = _check_level(alpha, "alpha")
+    df = k - 1
+    crit = float(t_dist.ppf(1 - alpha / 2, df))
+    nc = abs(float(delta)) / sd * math.sqrt(k)
+    return float(nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc))
+
+
+def seeds_needed(delta: float, sd: float, alpha: float = 0.05, power: float = 0.8, max_seeds: int = 1000) -> int:
+    """Smallest number of seeds for which the paired t-test over seeds reaches `power` against a true
+    seed-level difference `delta`, the seeds' differences having standard deviation `sd`.
+
+    sd is the spread of per-seed mean differences: between-seed variance plus within-seed noise / m,
+    i.e. sd^2 = sigma_b^2 + sigma_w^2 / m — the design effect in seed units."""
+    power = _check_level(power, "power")
+    if delta == 0:
+        raise MetricError("delta = 0: no number of seeds detects a zero difference")
+    for k in range(2, _check_count(max_seeds, "max_seeds", 2) + 1):
+        if paired_t_power(k, delta, sd, alpha) >= power:
+            return k
+    raise MetricError(f"even {max_seeds} seeds do not reach power {power} for delta={delta}, sd={sd}")

@@ -1,16 +1,24 @@
-"""From result rows to statements with their uncertainty: per-cell estimates with 95 % intervals, and
-paired comparisons between defenses under the same attack (same seeds, same classes, same latent
-initialisations, so reconstruction i of one cell pairs with reconstruction i of the other).
+"""From result rows to statements with their uncertainty, with the **seed** as the unit of replication.
 
-Intervals:
-- metrics with a value per reconstruction (hits, confidences, distances): a hierarchical bootstrap
-  over seeds and then reconstructions within a seed (one trained target per seed makes the
-  reconstructions of a seed correlated); with one seed, a Wilson interval for hit rates and a bootstrap
-  over reconstructions otherwise;
-- metrics of a whole set (KID, diversity, coverage, eval-FID): mean over seeds with a t interval (none
-  from one seed).
-Comparisons: `calor.stats.paired_difference` (paired bootstrap interval, sign-flip permutation p-value),
-Holm-corrected over every comparison in a table.
+A seed is one trained target (and one GAN prior, one set of latent initialisations): the reconstructions
+of a seed share all of that, so they are correlated and are not independent evidence about a defense.
+Every interval and test here treats the seed as the unit:
+
+- per-reconstruction rates (hits): the mean of the seeds' rates, with a Wilson interval at the
+  clustered effective sample size and a t quantile of seeds - 1 df (`stats.seed_level_proportion`):
+  it widens with the between-seed spread and never collapses at 0 or 1;
+- per-reconstruction values (confidences, distances): a t interval over the seed means;
+- set-level metrics (KID, diversity, coverage, eval-FID): a t interval over the seeds' values;
+- paired comparisons a - b under the same attack (same prior, classes and latent initialisations): one
+  mean difference per seed, a paired t-test over seeds (`stats.seed_level_paired`), the sign-flip test
+  over seeds beside it as a check. One seed says nothing about a defense (only about two trained
+  models): its comparisons are listed, within-seed, and never marked.
+
+Multiplicity: a **primary family** of comparisons is declared before a run (the scenario's `primary:`
+block); Holm applies inside it and only its survivors get "*" marks. Every other comparison is
+exploratory (unadjusted p, marked "°"). Comparisons of an A/A replicate with its original (`none~aa1`
+vs `none`: the same defense trained twice) form a family of their own whose marks are the instrument's
+empirical false-positive rate.
 """
 
 from __future__ import annotations
@@ -21,29 +29,42 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
-from .stats import hierarchical_bootstrap, holm, paired_difference, wilson_interval
+from .errors import ConfigError
 from .records import ResultRow
+from .stats import holm, paired_difference, seed_level_mean, seed_level_paired, seed_level_proportion
 
-
-# metric -> (per-sample key or None for set-level metrics, True if a larger value means LESS leakage)
-METRICS: dict[str, tuple[str | None, bool]] = {
+# metric -> (per-sample key or None for set-level metrics, direction): True if a larger value means LESS
+# leakage, False if MORE, None if the metric has no direction of its own (diversity and coverage: the
+# floors, prior samples and public images, are the most diverse sets; read them against floor and ceiling)
+METRICS: dict[str, tuple[str | None, bool | None]] = {
     "attack_acc@1": ("hit", False),
     "attack_acc@1_open": ("hit_open", False),
+    "attack_acc@1_real": ("hit_real", False),
     "judge_confidence": ("confidence", False),
     "knn_dist": ("knn_dist", True),
     "pixel_mse": ("pixel_mse", True),
     "ssim": ("ssim", False),
     "degenerate_rate": ("degenerate", True),
     "kid": (None, True),
-    "diversity": (None, False),  # more diverse reconstructions = a stronger attack, all else equal
-    "coverage": (None, False),
+    "diversity": (None, None),
+    "coverage": (None, None),
     "eval_fid": (None, True),
 }
-BINARY = {"hit", "hit_open", "degenerate"}
-COMPARED = ("attack_acc@1", "attack_acc@1_open", "judge_confidence", "knn_dist")  # metrics of the paired-comparison table
+BINARY = {"hit", "hit_open", "hit_real", "degenerate"}
+# metrics of the paired-comparison table
+COMPARED = ("attack_acc@1", "attack_acc@1_open", "attack_acc@1_real", "judge_confidence", "knn_dist")
+# metrics of the worst-case table, the first of every report
+WORST_CASE = ("attack_acc@1_open", "attack_acc@1_real", "attack_acc@1", "knn_dist")
+ALPHA = 0.05
+REPLICA = "~aa"  # an A/A replicate's label: the original's label + "~aa" + its number
 N_BOOT = 2000
+
+
+def replica_of(label: str) -> str | None:
+    """The label an A/A replicate copies (`none~aa1` -> `none`), None for an ordinary label."""
+    base, sep, number = label.rpartition(REPLICA)
+    return base if sep and number.isdigit() else None
 
 
 def published(rows: list[ResultRow]) -> tuple[list[dict[str, Any]], bool]:
@@ -60,33 +81,32 @@ def group(rows: list[ResultRow]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     return dict(out)
 
 
+def _by_seed(rows: list[ResultRow], key: str) -> dict[int, np.ndarray]:
+    return {r["seed"]: np.asarray(r["per_sample"][key], dtype=float) for r in rows}
+
+
 def estimate(rows: list[ResultRow], metric: str) -> dict[str, Any] | None:
-    """Point estimate and 95 % interval of `metric` over `rows` (the seeds of one cell); None if absent."""
+    """Point estimate and 95 % interval of `metric` over `rows` (the seeds of one cell), the seed as the
+    unit (see the module docstring); None if no row has the metric."""
     key, _ = METRICS[metric]
-    if key is not None and all(key in r.get("per_sample", {}) for r in rows) and rows:
-        by_seed = {r["seed"]: np.asarray(r["per_sample"][key], dtype=float) for r in rows}
-        if len(by_seed) == 1 and key in BINARY:
-            (values,) = by_seed.values()
-            k, n = int(values.sum()), len(values)
-            low, high = wilson_interval(k, n)
-            return {"estimate": k / n, "low": low, "high": high, "n": n, "n_seeds": 1, "method": "wilson"}
-        b = hierarchical_bootstrap(by_seed, n_boot=N_BOOT, rng_seed=0)
-        return {"estimate": b["estimate"], "low": b["low"], "high": b["high"], "n": b["n"], "n_seeds": b["n_seeds"],
-                "method": "bootstrap over seeds and reconstructions" if len(by_seed) > 1 else "bootstrap over reconstructions"}
+    if key is not None and rows and all(key in r.get("per_sample", {}) for r in rows):
+        by_seed = _by_seed(rows, key)
+        return seed_level_proportion(by_seed) if key in BINARY else seed_level_mean(by_seed)
     values = [float(r[metric]) for r in rows if r.get(metric) is not None]
     if not values:
         return None
-    mean = statistics.fmean(values)
+    n = sum(r.get("n", 0) for r in rows)
     if len(values) < 2:
-        return {"estimate": mean, "low": math.nan, "high": math.nan, "n": sum(r.get("n", 0) for r in rows), "n_seeds": 1,
-                "method": "one seed: no interval"}
-    half = sps.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return {"estimate": mean, "low": mean - half, "high": mean + half, "n": sum(r.get("n", 0) for r in rows),
-            "n_seeds": len(values), "method": "t interval over seeds"}
+        return {"estimate": values[0], "low": math.nan, "high": math.nan, "n": n, "n_seeds": 1, "method": "one seed: no interval"}
+    return seed_level_mean([np.array([v]) for v in values]) | {"n": n}
 
 
 def paired(rows_a: list[ResultRow], rows_b: list[ResultRow], metric: str) -> dict[str, Any] | None:
-    """Paired difference a - b of a per-sample metric over the seeds both cells share (None if not pairable)."""
+    """Paired difference a - b of a per-sample metric over the seeds both cells share (None if not pairable).
+
+    Two or more seeds: the seed-level test (`seed_level`: True). One seed: the within-seed paired
+    bootstrap and sign-flip test over its reconstructions (`seed_level`: False) — about those two trained
+    models only, never marked."""
     key, _ = METRICS[metric]
     if key is None:
         return None
@@ -96,21 +116,62 @@ def paired(rows_a: list[ResultRow], rows_b: list[ResultRow], metric: str) -> dic
     seeds = [s for s in seeds if a[s]["classes"] == b[s]["classes"] and a[s]["per_class"] == b[s]["per_class"]]
     if not seeds:
         return None
-    res = paired_difference({s: np.asarray(a[s]["per_sample"][key], dtype=float) for s in seeds},
-                            {s: np.asarray(b[s]["per_sample"][key], dtype=float) for s in seeds}, n_boot=N_BOOT)
-    return res | {"seeds": seeds}
+    va, vb = _by_seed([a[s] for s in seeds], key), _by_seed([b[s] for s in seeds], key)
+    if len(seeds) >= 2:
+        return seed_level_paired(va, vb) | {"seeds": seeds, "seed_level": True}
+    res = paired_difference(va, vb, n_boot=N_BOOT)
+    return res | {"seeds": seeds, "seed_level": False, "method": "one seed: within-seed paired test (not about the defense)"}
 
 
 def comparison_pairs(labels: list[str], baseline: str = "none") -> list[tuple[str, str]]:
     """Which defenses to compare under each attack: every defense against the `baseline` (the undefended
-    target), and CALoR against its ablations (what CA adds over LoR alone, what LoR adds over CA alone)."""
-    pairs = [(lab, baseline) for lab in labels if lab != baseline and baseline in labels]
+    target), CALoR against its ablations (what CA adds over LoR alone, what LoR adds over CA alone), and
+    every A/A replicate against the label it copies (the instrument's false-positive check)."""
+    plain = [lab for lab in labels if replica_of(lab) is None]
+    pairs = [(lab, baseline) for lab in plain if lab != baseline and baseline in labels]
     pairs += [("calor", other) for other in ("lor", "ca", "ls-ft") if "calor" in labels and other in labels]
+    pairs += [(lab, replica_of(lab)) for lab in labels if replica_of(lab) in labels]  # type: ignore[misc]
     return pairs
 
 
-def comparisons(rows: list[ResultRow], metrics: tuple[str, ...] = COMPARED, baseline: str = "none") -> list[dict[str, Any]]:
-    """Every paired comparison of the report, Holm-corrected together: one dict per (attack, pair, metric)."""
+def parse_pair(text: str) -> tuple[str, str]:
+    """'calor vs none' -> ('calor', 'none')."""
+    a, sep, b = text.partition(" vs ")
+    if not sep or not a.strip() or not b.strip():
+        raise ConfigError(f"primary pair {text!r}: expected 'A vs B' (e.g. 'calor vs none')")
+    return a.strip(), b.strip()
+
+
+def _family_spec(primary: Any) -> tuple[set[tuple[str, str]], set[str], set[str]] | None:
+    """(pairs, attacks, metrics) of a primary family given as a scenario's PrimaryFamily, its dict or None."""
+    if primary is None:
+        return None
+    spec = primary if isinstance(primary, dict) else {"pairs": primary.pairs, "attacks": primary.attacks, "metrics": primary.metrics}
+    pairs = {parse_pair(p) for p in spec.get("pairs") or ()}
+    if not pairs:
+        return None
+    return pairs, set(spec.get("attacks") or ()), set(spec.get("metrics") or ())
+
+
+def family_of(c: dict[str, Any], spec: tuple[set[tuple[str, str]], set[str], set[str]] | None) -> str:
+    """'a/a', 'primary' or 'exploratory' for a comparison {attack, a, b, metric}."""
+    if replica_of(c["a"]) == c["b"]:
+        return "a/a"
+    if spec is None:
+        return "exploratory"
+    pairs, attacks, metrics = spec
+    attack_ok = not attacks or c["attack"] in attacks
+    return "primary" if (c["a"], c["b"]) in pairs and attack_ok and (not metrics or c["metric"] in metrics) else "exploratory"
+
+
+def comparisons(rows: list[ResultRow], metrics: tuple[str, ...] = COMPARED, baseline: str = "none",
+                primary: Any = None) -> list[dict[str, Any]]:
+    """Every paired comparison of the report: one dict per (attack, pair, metric) with its `family`.
+
+    `significant_holm`: a primary comparison that the Holm correction inside the primary family keeps (at
+    least two seeds, p < 0.05 after Holm); `significant_unadjusted`: p < 0.05 with at least two seeds, no
+    correction — what an exploratory "°" mark and the A/A false-positive rate count."""
+    spec = _family_spec(primary)
     cells = group([r for r in rows if not r.get("calibration")])
     attacks = list(dict.fromkeys(a for a, _ in cells))
     out = []
@@ -120,21 +181,94 @@ def comparisons(rows: list[ResultRow], metrics: tuple[str, ...] = COMPARED, base
             for metric in metrics:
                 res = paired(cells[(attack, a_lab)], cells[(attack, b_lab)], metric)
                 if res is not None:
-                    out.append({"attack": attack, "a": a_lab, "b": b_lab, "metric": metric, **res})
-    if out:
-        for c, reject in zip(out, holm([c["p_value"] for c in out])):
-            c["significant_holm"] = bool(reject and c["significant"])
+                    c = {"attack": attack, "a": a_lab, "b": b_lab, "metric": metric, **res}
+                    c["family"] = family_of(c, spec)
+                    c["significant_unadjusted"] = bool(c["seed_level"] and c["p_value"] < ALPHA)
+                    c["significant_holm"] = False
+                    out.append(c)
+    for family in ("primary", "a/a"):
+        members = [c for c in out if c["family"] == family and c["seed_level"]]
+        if members:
+            for c, reject in zip(members, holm([c["p_value"] for c in members], ALPHA)):
+                c["significant_holm"] = bool(reject)
     return out
 
 
-def significance_marks(rows: list[ResultRow], baseline: str = "none") -> dict[tuple[str, str, str], str]:
-    """(attack, defense, metric) -> "↓*", "↑*" (significantly below / above the `baseline`, Holm-corrected) or ""."""
+def significance_marks(rows: list[ResultRow], baseline: str = "none", primary: Any = None) -> dict[tuple[str, str, str], str]:
+    """(attack, defense, metric) -> the mark of its comparison with the `baseline`: "↓*"/"↑*" (primary family,
+    Holm-corrected), "↓°"/"↑°" (exploratory or A/A, unadjusted p < 0.05), "" otherwise (or one seed)."""
     marks = {}
-    for c in comparisons(rows, baseline=baseline):
-        if c["b"] == baseline:
-            arrow = "↓" if c["difference"] < 0 else "↑"
-            marks[(c["attack"], c["a"], c["metric"])] = f"{arrow}*" if c["significant_holm"] else ""
+    for c in comparisons(rows, baseline=baseline, primary=primary):
+        if c["b"] != baseline and replica_of(c["a"]) != c["b"]:
+            continue
+        arrow = "↓" if c["difference"] < 0 else "↑"
+        if c["family"] == "primary":
+            mark = f"{arrow}*" if c["significant_holm"] else ""
+        else:
+            mark = f"{arrow}°" if c["significant_unadjusted"] else ""
+        marks[(c["attack"], c["a"], c["metric"])] = mark
     return marks
+
+
+def aa_calibration(comps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The A/A family's empirical false-positive rates: the share of its seed-level comparisons that an
+    exploratory mark would fire on (unadjusted p < 0.05), and that survive Holm inside the family.
+    None when the report has no A/A replicate."""
+    aa = [c for c in comps if c["family"] == "a/a" and c["seed_level"]]
+    if not aa:
+        return None
+    fired = sum(c["significant_unadjusted"] for c in aa)
+    naive = sum(c.get("p_naive", 1.0) < ALPHA for c in aa)
+    return {"comparisons": len(aa), "unadjusted": fired, "rate_unadjusted": fired / len(aa),
+            "holm": sum(c["significant_holm"] for c in aa), "naive": naive, "rate_naive": naive / len(aa),
+            "pairs": sorted({(c["a"], c["b"]) for c in aa}), "attacks": sorted({c["attack"] for c in aa})}
+
+
+def _leakier(metric: str, x: float, y: float) -> bool:
+    """Is x more leakage than y for `metric`?"""
+    direction = METRICS[metric][1]
+    return x < y if direction else x > y
+
+
+def worst_case(rows: list[ResultRow], metrics: tuple[str, ...] = WORST_CASE, baseline: str = "none",
+               threat_models: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """A defense is as strong as the strongest attack run against it: per (defense, metric), the attack whose
+    estimate leaks most (over the published seeds), with its interval and every attack's estimate, and the
+    seed-level difference from the baseline's own worst case (per seed: the defense under its worst attack
+    minus the baseline under its worst attack; paired t over the shared seeds).
+
+    Only attacks with an estimate on the metric count; `threat_models` restricts them (e.g. white-box).
+    Rows flagged `conclusive: False` (an attack that did not clear its floor) are left out."""
+    keep = [r for r in rows if not r.get("calibration") and r.get("conclusive", True) is not False
+            and (threat_models is None or r.get("threat_model") in threat_models)]
+    cells = group(keep)
+    labels = list(dict.fromkeys(lab for _, lab in cells))
+    out: list[dict[str, Any]] = []
+    best: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    for metric in metrics:
+        for label in labels:
+            ests = {a: e for (a, lab), cell in cells.items() if lab == label and (e := estimate(cell, metric)) is not None}
+            if not ests:
+                continue
+            attack = next(iter(ests))
+            for a, e in ests.items():
+                if _leakier(metric, e["estimate"], ests[attack]["estimate"]):
+                    attack = a
+            best[(label, metric)] = (attack, ests[attack])
+            out.append({"label": label, "metric": metric, "attack": attack, **ests[attack],
+                        "attacks": {a: e["estimate"] for a, e in ests.items()}})
+    for entry in out:
+        per_sample = METRICS[entry["metric"]][0]
+        if entry["label"] == baseline or (baseline, entry["metric"]) not in best or per_sample is None:
+            continue
+        mine = cells[(entry["attack"], entry["label"])]
+        theirs = cells[(best[(baseline, entry["metric"])][0], baseline)]
+        a = {r["seed"]: np.mean(r["per_sample"][per_sample]) for r in mine if per_sample in r.get("per_sample", {})}
+        b = {r["seed"]: np.mean(r["per_sample"][per_sample]) for r in theirs if per_sample in r.get("per_sample", {})}
+        seeds = sorted(set(a) & set(b))
+        if len(seeds) >= 2:
+            entry["vs_baseline"] = seed_level_paired({s: np.array([a[s]]) for s in seeds}, {s: np.array([b[s]]) for s in seeds})
+    return out
 
 
 def fmt_interval(e: dict[str, Any] | None) -> str:

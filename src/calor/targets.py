@@ -145,15 +145,28 @@ def evaluation_model_key(scenario: Scenario, index: int = 0) -> tuple[dict[str, 
     return key, f"evaluation/{judge_name(spec)}-{config_hash(key)}"
 
 
+def replicate_seed(seed: int, replicate: int) -> int:
+    """The training seed of A/A replicate `replicate` of a seed's target (0: the seed itself)."""
+    return seed if replicate == 0 else int(config_hash({"seed": seed, "replicate": replicate})[:8], 16)
+
+
 def train_target(scenario: Scenario, defense: str = "none", *, seed: int = 0, settings: dict[str, Any] | None = None,
-                 ws: Workspace | None = None) -> TrainedClassifier:
-    """Train (or load from cache) the scenario's target under `defense`."""
+                 ws: Workspace | None = None, replicate: int = 0) -> TrainedClassifier:
+    """Train (or load from cache) the scenario's target under `defense`.
+
+    `replicate` > 0 trains an independent copy (A/A calibration): the same defense, data and budget from
+    another training seed (`replicate_seed`), while the attacks keep the experiment seed `seed` — the
+    copy faces the same prior and latent initialisations as the original, so the two pair like two defenses."""
     from .training import train_classifier
 
     ws = ws or Workspace()
     defense_obj = build_defense(defense, defense_settings(scenario, defense, settings))
     data = load_data(scenario)
     key, rel = classifier_key(scenario, "target", scenario.target, defense, defense_obj, seed)
+    if replicate:
+        key["replicate"] = replicate  # only when set: the original's key (and cache entry) is unchanged
+        rel = f"targets/{defense}-{config_hash(key)}"
+    train_seed = replicate_seed(seed, replicate)
 
     def confidence_after(stage: Stage, m: torch.nn.Module) -> dict[str, Any]:
         if stage.data != "private":  # e.g. TL pre-training: the head then predicts public classes
@@ -161,12 +174,12 @@ def train_target(scenario: Scenario, defense: str = "none", *, seed: int = 0, se
         return {"train_confidence": confidence_summary(true_class_confidence(m, data.x_train, data.y_train))}
 
     def build(ckpt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], Classifier]:
-        seed_everything(seed)
+        seed_everything(train_seed)
         model = build_model(key["model"], defense_obj)
         pretrained = start_from_pretrained(model, scenario.target)
         t0 = time.perf_counter()
         history = train_classifier(model, defense_obj, data.x_train, data.y_train, scenario.target,
-                                   public=(data.x_public, data.y_public), device=ws.device, seed=seed,
+                                   public=(data.x_public, data.y_public), device=ws.device, seed=train_seed,
                                    description=f"target {defense}", after_stage=confidence_after, checkpoint=ckpt)
         train_s = time.perf_counter() - t0
         epochs = [h for h in history if h["epoch"] is not None]
@@ -183,7 +196,8 @@ def train_target(scenario: Scenario, defense: str = "none", *, seed: int = 0, se
         if pretrained:
             metrics["pretrained"] = pretrained
         meta = {"schema": CARD_SCHEMA, "model": key["model"], "defense": defense, "defense_config": defense_obj.config_dict(), "seed": seed,
-                "metrics": metrics, "history": history, "scenario": scenario.to_dict(), "data_split": split_summary(data)}
+                **({"replicate": replicate, "train_seed": train_seed} if replicate else {}), "metrics": metrics, "history": history,
+                "scenario": scenario.to_dict(), "data_split": split_summary(data)}
         log(f"target {defense}: natural acc {metrics['natural_acc']:.4f}, mean train confidence "
             f"{metrics['train_confidence']['mean']:.3f}, {train_s:.1f}s -> {ws.cache / rel}")
         return model.state_dict(), meta, model.eval()
