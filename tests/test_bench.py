@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from calor import ConfigError
+from calor import ConfigError, load_scenario
 from calor.bench import parse_sweeps, plan_bench
 from calor.cli import main
 from calor.report import aggregate, pareto_front, results_table, text_table
@@ -206,3 +206,40 @@ def test_comparisons_pair_every_defense_with_none_and_calor_with_its_ablations()
     diag = {"progress": [0, 0.5, 1], "saturated_fraction": [0.1, 0.2, 0.3], "grad_norm": [1, 1, 1], "grad_ratio": [0.5, 0.4, 0.3]}
     summary = diagnostics_summary([{**rows[3], "diagnostics": diag}])
     assert summary[("gmi", "calor")]["saturated"] == [0.1, 0.2, 0.3] and summary[("gmi", "calor")]["grad_ratio"] == [0.5, 0.4, 0.3]
+
+
+@pytest.mark.timeout(300)
+def test_aa_replicate_is_an_independent_target_facing_the_same_attacker(tiny_yaml: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "aa"
+    argv = ["bench", "--scenario", str(tiny_yaml), "--defenses", "none", "--aa", "none", "--attacks", "gmi", "--seeds", "2",
+            "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "none~aa1" in printed and "A/A calibration" in printed and "empirical false-positive rate" in printed
+    rows = [r for r in json.loads((out / "results.json").read_text())["rows"] if not r.get("calibration")]
+    by = {(r["label"], r["seed"]): r for r in rows}
+    assert sorted(by) == [("none", 0), ("none", 1), ("none~aa1", 0), ("none~aa1", 1)]
+    for seed in (0, 1):
+        a, b = by[("none", seed)], by[("none~aa1", seed)]
+        assert a["defense"] == b["defense"] == "none" and a["artifacts"]["target"] != b["artifacts"]["target"]
+        assert a["artifacts"]["gan"] == b["artifacts"]["gan"]  # the same prior: the pair is paired
+        assert a["classes"] == b["classes"] and a["per_class"] == b["per_class"]
+        meta = json.loads((Path(b["artifacts"]["target"]) / "meta.json").read_text())
+        assert meta["replicate"] == 1 and meta["seed"] == seed and meta["train_seed"] != seed
+    report = (out / "report.md").read_text()
+    assert "## A/A calibration" in report and "| a/a |" in report
+    with pytest.raises(ConfigError, match="A/A replicate copies a defense"):
+        plan_bench(load_scenario(tiny_yaml), ["none"], ["gmi"], [0], {}, ["calor"])
+
+
+def test_primary_family_is_checked_when_the_scenario_loads_and_changes_no_cell(tiny_scenario) -> None:
+    from calor.scenario import PrimaryFamily
+
+    plain = plan_bench(tiny_scenario, ["none"], ["gmi"], [0]).cells[0].cell_id(tiny_scenario)
+    declared = tiny_scenario.with_overrides({"primary": {"pairs": ["calor vs none"], "metrics": ["attack_acc@1"]}})
+    assert declared.primary == PrimaryFamily(pairs=("calor vs none",), metrics=("attack_acc@1",))
+    assert plan_bench(declared, ["none"], ["gmi"], [0]).cells[0].cell_id(declared) == plain
+    with pytest.raises(ConfigError, match="expected 'A vs B'"):
+        tiny_scenario.with_overrides({"primary": {"pairs": ["calor-none"]}})
+    with pytest.raises(ConfigError, match="unknown metric 'acc'"):
+        tiny_scenario.with_overrides({"primary": {"pairs": ["calor vs none"], "metrics": ["acc"]}})

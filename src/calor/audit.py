@@ -109,10 +109,18 @@ class AuditResult:
         """`name` for `model` under `attack`, averaged over the audit's seeds."""
         return float(np.mean([self.row(model, attack, s)[name] for s in self.config["seeds"]]))
 
+    @property
+    def primary(self) -> dict[str, Any]:
+        """The audit's primary family: every model against the baseline, under every attack, on acc@1 and
+        open-set acc@1 (Holm inside it); other comparisons are exploratory."""
+        models = [m for m in self.config["natural_acc"] if m != self.baseline]
+        return {"pairs": [f"{m} vs {self.baseline}" for m in models], "attacks": [],
+                "metrics": ["attack_acc@1", "attack_acc@1_open"]}
+
     def to_markdown(self) -> str:
-        """The audit as a report: setup, judge, results with 95 % intervals and floor/ceiling rows, paired
-        comparisons with the baseline, gradient diagnostics, and how to read the columns."""
-        from .report import READING, comparisons_table, markdown_table, results_table
+        """The audit as a report: setup, judge, the worst case over attacks, results with 95 % intervals and
+        floor/ceiling rows, paired comparisons with the baseline, gradient diagnostics, and how to read the columns."""
+        from .report import READING, comparisons_table, markdown_table, results_table, worst_case_table
 
         c = self.config
         lines = ["# calor audit", ""]
@@ -128,10 +136,17 @@ class AuditResult:
         weak = [m for m, acc in c["natural_acc"].items() if not c["held_out"] and j["natural_acc"] <= acc]
         if weak:
             lines.append(f"**The judge is not stronger than {', '.join(weak)}: its verdicts on them are not evidence.**")
-        lines += ["", "## Results", "", markdown_table(*results_table(self.rows, baseline=self.baseline)), ""]
-        comp = comparisons_table(self.rows, baseline=self.baseline)
+        worst = worst_case_table(self.rows, baseline=self.baseline)
+        if worst[1]:
+            lines += ["", "## Worst case over attacks", "", markdown_table(*worst), "",
+                      "Per model and metric, the attack whose estimate leaks most, with its seed-level interval; the last column is "
+                      f"the per-seed difference from `{self.baseline}` under its own worst attack (paired t over seeds)."]
+        lines += ["", "## Results", "", markdown_table(*results_table(self.rows, baseline=self.baseline, primary=self.primary)), ""]
+        comp = comparisons_table(self.rows, baseline=self.baseline, primary=self.primary)
         if comp[1]:
-            lines += [f"## Paired comparisons with `{self.baseline}`", "", markdown_table(*comp), ""]
+            lines += [f"## Paired comparisons with `{self.baseline}`", "", markdown_table(*comp), "",
+                      "primary: each model vs the baseline on acc@1 and open-set acc@1, Holm inside that family; exploratory: the "
+                      "rest, unadjusted. Seed-level tests need at least two seeds; with one, comparisons are listed, not tested.", ""]
         diag = [(r["label"], r["attack"], r["seed"], r["diagnostics"]) for r in self.rows if r.get("diagnostics")]
         if diag:
             lines += ["## Gradient diagnostics along the attack's path", "",

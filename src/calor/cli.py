@@ -537,7 +537,7 @@ def _or(value: Any, default: Any) -> Any:
 def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import audit
     from .prior_store import Priors
-    from .report import plain_table, results_table
+    from .report import plain_table, results_table, worst_case_table
     from .scenario_data import load_data
     from .targets import train_judges
 
@@ -562,8 +562,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
                    per_class=_or(args.per_class, scenario.attack.per_class), iterations=_or(args.iterations, scenario.attack.iterations),
                    seeds=seeds, device=ws.device)
     out = result.save(args.out)
+    print("worst case over attacks\n" + plain_table(*worst_case_table(result.rows, baseline=result.baseline)) + "\n")
     print(plain_table(*results_table(result.rows, ["attack_acc@1", "attack_acc@1_open", "judge_confidence", "knn_dist"],
-                                     markdown=False, baseline=result.baseline)))
+                                     markdown=False, baseline=result.baseline, primary=result.primary)))
     print(f"report {out / 'report.md'}  ·  rows {out / 'results.json'}  ·  grids {out / 'grids'}")
     return 0
 
