@@ -151,15 +151,15 @@ WORST_NAMES = {"attack_acc@1_open": "open-set acc@1", "attack_acc@1_real": "real
 
 def worst_case_table(rows: list[ResultRow], baseline: str = "none") -> tuple[list[str], list[list[str]]]:
     """Per defense, the worst case over the attacks run against it, for each leakage metric: the estimate
-    with its seed-level interval, the attack that achieved it, and the difference from the baseline's own
-    worst case (per seed, paired t over seeds). The first table of every report."""
+    with its seed-level interval, the attack that achieved it, and the difference from the baseline's worst
+    case over the same attacks (per seed, paired t over seeds). The first table of every report."""
     keep = published(rows)[0]
     entries = worst_case(keep, baseline=baseline)
     metrics = list(dict.fromkeys(e["metric"] for e in entries))
     labels = list(dict.fromkeys(e["label"] for e in entries))
     by = {(e["label"], e["metric"]): e for e in entries}
     header = ["defense", "natural acc", "attacks", *[f"worst {WORST_NAMES.get(m, m)} (attack)" for m in metrics],
-              *[f"{WORST_NAMES.get(m, m)}: - {baseline}'s worst [95% CI], p" for m in metrics[:1]]]
+              *[f"{WORST_NAMES.get(m, m)}: - {baseline}'s worst over the same attacks [95% CI], p" for m in metrics[:1]]]
     body = []
     for label in labels:
         cell = [r for r in keep if r["label"] == label and not r.get("calibration")]
@@ -171,7 +171,7 @@ def worst_case_table(rows: list[ResultRow], baseline: str = "none") -> tuple[lis
             vs = (by.get((label, m)) or {}).get("vs_baseline")
             d = 1 if vs and abs(vs["difference"]) >= 10 else 3
             line.append("-" if not vs else f"{vs['difference']:+.{d}f} [{vs['low']:+.{d}f}, {vs['high']:+.{d}f}], p {vs['p_value']:.3f} "
-                                            f"({vs['n_seeds']} seeds)")
+                                            f"(vs {vs['baseline_attack']}, {vs['n_seeds']} seeds)")
         body.append(line)
     return header, body
 
@@ -485,8 +485,8 @@ def write_report(out: Path, rows: list[ResultRow], protocol: dict[str, Any], tit
         blocks += [("h2", "Worst case over attacks", "worst-case"), ("table", *worst),
                    ("p", "A defense is as strong as the strongest attack run against it. Per defense and metric: the attack whose "
                          "estimate leaks most (its seed-level 95 % interval, the attack, the seeds it ran on); the last column is "
-                         "the per-seed difference between this defense under its worst attack and `none` under its own worst "
-                         "attack (paired t over the shared seeds). Attacks differ in how many seeds and defenses they ran on: a "
+                         "the per-seed difference between this defense under its worst attack and `none` under its worst attack "
+                         "among the same attacks (paired t over the shared seeds). Attacks differ in how many seeds and defenses they ran on: a "
                          "defense attacked by fewer attacks has had fewer chances to leak. The worst attack is chosen on the same "
                          "data it is reported on, so the estimate leans high.")]
     blocks += [("h2", "Results", "results"), ("table", *results_table(rows, primary=primary)), ("p", READING)]

@@ -52,6 +52,7 @@ METRICS: dict[str, tuple[str | None, bool | None]] = {
     "eval_fid": (None, True),
 }
 BINARY = {"hit", "hit_open", "hit_real", "degenerate"}
+BOUNDS = {"confidence": (0.0, 1.0), "ssim": (-1.0, 1.0)}  # a t interval of a bounded value is clipped to its range
 # metrics of the paired-comparison table
 COMPARED = ("attack_acc@1", "attack_acc@1_open", "attack_acc@1_real", "judge_confidence", "knn_dist")
 # metrics of the worst-case table, the first of every report
@@ -91,7 +92,13 @@ def estimate(rows: list[ResultRow], metric: str) -> dict[str, Any] | None:
     key, _ = METRICS[metric]
     if key is not None and rows and all(key in r.get("per_sample", {}) for r in rows):
         by_seed = _by_seed(rows, key)
-        return seed_level_proportion(by_seed) if key in BINARY else seed_level_mean(by_seed)
+        if key in BINARY:
+            return seed_level_proportion(by_seed)
+        e = seed_level_mean(by_seed)
+        if key in BOUNDS and not math.isnan(e["low"]):
+            lo, hi = BOUNDS[key]
+            e |= {"low": max(lo, e["low"]), "high": min(hi, e["high"])}
+        return e
     values = [float(r[metric]) for r in rows if r.get(metric) is not None]
     if not values:
         return None
@@ -234,8 +241,8 @@ def worst_case(rows: list[ResultRow], metrics: tuple[str, ...] = WORST_CASE, bas
                threat_models: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """A defense is as strong as the strongest attack run against it: per (defense, metric), the attack whose
     estimate leaks most (over the published seeds), with its interval and every attack's estimate, and the
-    seed-level difference from the baseline's own worst case (per seed: the defense under its worst attack
-    minus the baseline under its worst attack; paired t over the shared seeds).
+    seed-level difference from the baseline's worst case over the same attacks (per seed: the defense under
+    its worst attack minus the baseline under its worst attack among those; paired t over the shared seeds).
 
     Only attacks with an estimate on the metric count; `threat_models` restricts them (e.g. white-box).
     Rows flagged `conclusive: False` (an attack that did not clear its floor) are left out."""
@@ -244,7 +251,6 @@ def worst_case(rows: list[ResultRow], metrics: tuple[str, ...] = WORST_CASE, bas
     cells = group(keep)
     labels = list(dict.fromkeys(lab for _, lab in cells))
     out: list[dict[str, Any]] = []
-    best: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
     for metric in metrics:
         for label in labels:
             ests = {a: e for (a, lab), cell in cells.items() if lab == label and (e := estimate(cell, metric)) is not None}
@@ -254,20 +260,28 @@ def worst_case(rows: list[ResultRow], metrics: tuple[str, ...] = WORST_CASE, bas
             for a, e in ests.items():
                 if _leakier(metric, e["estimate"], ests[attack]["estimate"]):
                     attack = a
-            best[(label, metric)] = (attack, ests[attack])
             out.append({"label": label, "metric": metric, "attack": attack, **ests[attack],
                         "attacks": {a: e["estimate"] for a, e in ests.items()}})
     for entry in out:
         per_sample = METRICS[entry["metric"]][0]
-        if entry["label"] == baseline or (baseline, entry["metric"]) not in best or per_sample is None:
+        if entry["label"] == baseline or per_sample is None:
             continue
-        mine = cells[(entry["attack"], entry["label"])]
-        theirs = cells[(best[(baseline, entry["metric"])][0], baseline)]
-        a = {r["seed"]: np.mean(r["per_sample"][per_sample]) for r in mine if per_sample in r.get("per_sample", {})}
-        b = {r["seed"]: np.mean(r["per_sample"][per_sample]) for r in theirs if per_sample in r.get("per_sample", {})}
-        seeds = sorted(set(a) & set(b))
+        # the baseline's worst case over the attacks this defense also faced: the same chances to leak
+        theirs_ests = {a: e for (a, lab), cell in cells.items() if lab == baseline and a in entry["attacks"]
+                       and (e := estimate(cell, entry["metric"])) is not None}
+        if not theirs_ests:
+            continue
+        worst_theirs = next(iter(theirs_ests))
+        for a, e in theirs_ests.items():
+            if _leakier(entry["metric"], e["estimate"], theirs_ests[worst_theirs]["estimate"]):
+                worst_theirs = a
+        mine, theirs = cells[(entry["attack"], entry["label"])], cells[(worst_theirs, baseline)]
+        a_ = {r["seed"]: np.mean(r["per_sample"][per_sample]) for r in mine if per_sample in r.get("per_sample", {})}
+        b_ = {r["seed"]: np.mean(r["per_sample"][per_sample]) for r in theirs if per_sample in r.get("per_sample", {})}
+        seeds = sorted(set(a_) & set(b_))
         if len(seeds) >= 2:
-            entry["vs_baseline"] = seed_level_paired({s: np.array([a[s]]) for s in seeds}, {s: np.array([b[s]]) for s in seeds})
+            entry["vs_baseline"] = seed_level_paired({s: np.array([a_[s]]) for s in seeds}, {s: np.array([b_[s]]) for s in seeds}) | {
+                "baseline_attack": worst_theirs}
     return out
 
 
