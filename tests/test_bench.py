@@ -243,3 +243,23 @@ def test_primary_family_is_checked_when_the_scenario_loads_and_changes_no_cell(t
         tiny_scenario.with_overrides({"primary": {"pairs": ["calor-none"]}})
     with pytest.raises(ConfigError, match="unknown metric 'acc'"):
         tiny_scenario.with_overrides({"primary": {"pairs": ["calor vs none"], "metrics": ["acc"]}})
+
+
+def test_scenario_attack_defaults_reach_the_attack_and_its_bpda_composition(tiny_scenario, tmp_path: Path) -> None:
+    from calor.attacks.base import build_attack
+    from calor.scenario import attack_settings
+
+    plain_id = plan_bench(tiny_scenario, ["none"], ["gmi"], [0]).cells[0].cell_id(tiny_scenario)
+    sc = tiny_scenario.with_overrides({"attacks": {"gmi": {"update": "normalized", "lr": 0.002}}})
+    assert attack_settings(sc, "gmi") == {"update": "normalized", "lr": 0.002}
+    assert attack_settings(sc, "gmi", {"lr": 0.01}) == {"update": "normalized", "lr": 0.01}  # the user's setting wins
+    bpda = build_attack("adaptive-bpda", attack_settings(sc, "adaptive-bpda")).config_dict()
+    assert bpda["base"] == "gmi" and bpda["base_settings"] == {"update": "normalized", "lr": 0.002}
+    assert attack_settings(sc, "adaptive-bpda", {"base": "plgmi"}) == {"base": "plgmi"}  # gmi's defaults are not plgmi's
+    # a tuned default changes what runs, so the cell is a new one; an empty block changes nothing
+    assert plan_bench(sc, ["none"], ["gmi"], [0]).cells[0].cell_id(sc) != plain_id
+    assert plan_bench(tiny_scenario.with_overrides({"attacks": {}}), ["none"], ["gmi"], [0]).cells[0].cell_id(tiny_scenario) == plain_id
+    with pytest.raises(ConfigError, match="attacks.gmi: .*unknown key"):
+        tiny_scenario.with_overrides({"attacks": {"gmi": {"updat": "adam"}}})
+    with pytest.raises(ConfigError, match="attacks.gmii: unknown attack"):
+        tiny_scenario.with_overrides({"attacks": {"gmii": {}}})

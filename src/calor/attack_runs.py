@@ -92,7 +92,7 @@ def attack_target(
     scenario's judges. `reference` (the undefended target of the same seed) adds gradient diagnostics
     along the attack's path (`calor.diagnostics`) for attacks that optimise latents."""
     ws = ws or Workspace()
-    atk = build_attack(attack, settings, iterations=scenario.attack.iterations)
+    atk = build_attack(attack, attack_settings(scenario, attack, settings), iterations=scenario.attack.iterations)
     classes, per_class = attack_request(scenario, classes, per_class)
     judges = judges or train_judges(scenario, ws)
     data = load_data(scenario)

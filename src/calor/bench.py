@@ -34,7 +34,7 @@ from .progress import console, log
 from .report import reconstruction_grid
 from .runtime import configure_threads, resolve_device, set_precision, versions
 from .versioning import stale_modules
-from .scenario import Scenario
+from .scenario import Scenario, attack_settings
 from .summary import REPLICA
 
 # Rough 2-core CPU costs at 32x32 with the mnist budgets (benchmarks/ figures), for --dry-run estimates.
@@ -92,7 +92,8 @@ class Cell:
         return f"{self.attack}[{settings}]" if settings else self.attack
 
     def key(self, scenario: Scenario) -> dict[str, Any]:
-        scenario_key = {k: v for k, v in scenario.to_dict().items() if k != "primary"}  # a reporting choice: no cell changes
+        # `primary` is a reporting choice, and an empty `attacks:` block changes nothing: neither changes a cell's id
+        scenario_key = {k: v for k, v in scenario.to_dict().items() if k != "primary" and not (k == "attacks" and not v)}
         key = {"scenario": scenario_key, "defense": self.defense, "variant": list(map(list, self.variant)),
                "attack": self.attack, "seed": self.seed}
         if self.attack_variant:  # only when set, so that cells stored before attack variants keep their ids
@@ -188,7 +189,7 @@ def plan_bench(scenario: Scenario, defenses: list[str], attacks: list[str], seed
             variants[defense].append(((setting, v),))
     for a, settings in parsed:
         if settings:
-            build_attack(a, dict(settings))  # validates
+            build_attack(a, attack_settings(scenario, a, dict(settings)))  # validates
     cells = [Cell(d, a, s, var, avar) for d in defenses for var in variants[d] for a, avar in parsed for s in seeds]
     cells += [Cell(d, a, s, (), avar, replicate=1) for d in dict.fromkeys(replicates) for a, avar in parsed for s in seeds]
     return BenchPlan(scenario, cells, sweeps)

@@ -5,6 +5,8 @@ A scenario is the unit of reproducibility: its dict (plus a seed) determines eve
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -116,6 +118,9 @@ class Scenario:
     prior: PriorSpec = field(default_factory=PriorSpec)
     attack: AttackSpec = field(default_factory=AttackSpec)
     defenses: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-defense default overrides
+    # per-attack default settings chosen for this scenario's data (an attack made strong on the undefended
+    # target first, on the tuning seeds); an attack run on a base (adaptive-bpda) takes its base's defaults
+    attacks: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
     # seeds on which the scenario's defaults (defense settings) were chosen: results on them are marked as
     # tuning results and the published tables use `seeds`, which must not overlap them
@@ -183,6 +188,7 @@ class Scenario:
             p.append("seeds: empty")
         problems, typed = _parse_defense_blocks(self.defenses)
         p += problems
+        p += _attack_block_problems(self.attacks)
         collect(p, f"scenario {self.name!r}")
         object.__setattr__(self, "defenses", typed)
 
@@ -215,6 +221,41 @@ def _primary_problems(primary: PrimaryFamily) -> list[str]:
             problems.append(f"primary.pairs: {pair!r} compares a defense with itself")
     problems += [f"primary.metrics: unknown metric {m!r} (choose from {', '.join(METRICS)})" for m in primary.metrics if m not in METRICS]
     return problems
+
+
+def _attack_block_problems(blocks: dict[str, dict[str, Any]]) -> list[str]:
+    """An `attacks:` block names registered attacks and settings their configs accept (checked at load)."""
+    from .attacks.base import ATTACKS, build_attack  # imported here: the attack modules import this one's specs
+    from .errors import ConfigError
+
+    problems = []
+    for name, settings in blocks.items():
+        if name not in ATTACKS.names():
+            problems.append(f"attacks.{name}: unknown attack (registered: {', '.join(ATTACKS.names())})")
+        elif not isinstance(settings, dict):
+            problems.append(f"attacks.{name}: expected a mapping of settings, got {type(settings).__name__}")
+        else:
+            try:
+                build_attack(name, settings)
+            except ConfigError as exc:
+                problems.append(f"attacks.{name}: " + str(exc).replace("\n  - ", " "))
+    return problems
+
+
+def attack_settings(scenario: "Scenario", name: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The settings an attack runs with in `scenario`: the scenario's defaults for it (for an attack run on a
+    `base`, the base's defaults too, the user's base choice first), then the user's `settings`."""
+    from .attacks.base import ATTACKS
+
+    settings = dict(settings or {})
+    merged = dict(scenario.attacks.get(name, {}))
+    config = ATTACKS.get(name).Config if name in ATTACKS.names() else None
+    default_base = next((f.default for f in dataclasses.fields(config) if f.name == "base"), None) \
+        if config is not None and dataclasses.is_dataclass(config) else None
+    base = settings.get("base", merged.get("base", default_base))
+    if base is not None and base in scenario.attacks:
+        merged = {**scenario.attacks[base], **merged}
+    return {**merged, **settings}
 
 
 def _parse_defense_blocks(blocks: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, dict[str, Any]]]:
