@@ -158,7 +158,11 @@ def worst_case_table(rows: list[ResultRow], baseline: str = "none") -> tuple[lis
     metrics = list(dict.fromkeys(e["metric"] for e in entries))
     labels = list(dict.fromkeys(e["label"] for e in entries))
     by = {(e["label"], e["metric"]): e for e in entries}
+    # with more than one threat model, the strongest attack of each as its own column (first metric)
+    models = sorted({r.get("threat_model") for r in keep if not r.get("calibration") and r.get("threat_model")})
+    per_model = {tm: {e["label"]: e for e in worst_case(keep, metrics[:1], baseline, (tm,))} for tm in models} if len(models) > 1 else {}
     header = ["defense", "natural acc", "attacks", *[f"worst {WORST_NAMES.get(m, m)} (attack)" for m in metrics],
+              *[f"strongest {tm} ({WORST_NAMES.get(metrics[0], metrics[0])})" for tm in per_model],
               *[f"{WORST_NAMES.get(m, m)}: - {baseline}'s worst over the same attacks [95% CI], p" for m in metrics[:1]]]
     body = []
     for label in labels:
@@ -167,6 +171,9 @@ def worst_case_table(rows: list[ResultRow], baseline: str = "none") -> tuple[lis
         for m in metrics:
             e = by.get((label, m))
             line.append("-" if e is None else f"{fmt_interval(e)} ({e['attack']}, {e['n_seeds']} seeds)")
+        for tm, entries in per_model.items():
+            e = entries.get(label)
+            line.append("-" if e is None else f"{fmt_interval(e)} ({e['attack']})")
         for m in metrics[:1]:
             vs = (by.get((label, m)) or {}).get("vs_baseline")
             d = 1 if vs and abs(vs["difference"]) >= 10 else 3
