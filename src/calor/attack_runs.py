@@ -23,7 +23,7 @@ from .evaluation import Judge, judge_images
 from .progress import log
 from .records import CARD_SCHEMA, AttackCard
 from .runtime import compute_key, seed_everything
-from .scenario import Scenario
+from .scenario import Scenario, attack_settings
 from .scenario_data import load_data
 from .targets import TrainedClassifier, train_judges
 from .prior_store import Priors
