@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from calor import ConfigError, load_scenario
 from calor.bench import parse_sweeps, plan_bench
@@ -263,3 +264,23 @@ def test_scenario_attack_defaults_reach_the_attack_and_its_bpda_composition(tiny
         tiny_scenario.with_overrides({"attacks": {"gmi": {"updat": "adam"}}})
     with pytest.raises(ConfigError, match="attacks.gmii: unknown attack"):
         tiny_scenario.with_overrides({"attacks": {"gmii": {}}})
+
+
+@pytest.mark.timeout(300)
+def test_bpda_on_a_model_without_saturating_units_is_its_base_run_computed_once(tiny_scenario, tmp_path: Path) -> None:
+    from calor import Workspace, attack_target, train_target
+    from calor.attack_runs import has_saturating_units
+    from calor.targets import train_judges
+
+    ws = Workspace(cache=tmp_path / "cache")
+    sc = tiny_scenario.with_overrides({"attack.iterations": 4})
+    none, calor = train_target(sc, "none", seed=0, ws=ws), train_target(sc, "calor", seed=0, ws=ws)
+    assert not has_saturating_units(none.model) and has_saturating_units(calor.model)
+    judges = train_judges(sc, ws)
+    gmi = attack_target(sc, none, "gmi", seed=0, ws=ws, judges=judges)
+    bpda = attack_target(sc, none, "adaptive-bpda", seed=0, ws=ws, judges=judges)
+    assert bpda.path == gmi.path and bpda.meta["computed_as"]["attack"] == "gmi"  # one artifact for both columns
+    assert bpda.meta["attack"] == "adaptive-bpda" and bpda.meta["attack_config"]["base"] == "gmi"
+    assert torch.equal(bpda.reconstructions.images, gmi.reconstructions.images) and bpda.metrics == gmi.metrics
+    through = attack_target(sc, calor, "adaptive-bpda", seed=0, ws=ws, judges=judges)
+    assert "computed_as" not in through.meta and through.path != attack_target(sc, calor, "gmi", seed=0, ws=ws, judges=judges).path
