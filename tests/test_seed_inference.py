@@ -154,3 +154,21 @@ def test_aa_replicates_form_their_own_family_and_report_a_false_positive_rate() 
     aa = aa_calibration(comps)
     assert aa["comparisons"] == 1 and aa["pairs"] == [("none~aa1", "none")] and aa["unadjusted"] in (0, 1)
     assert aa_calibration(comparisons([r for r in rows if r["label"] == "none"])) is None
+
+
+def test_primary_conclusions_are_recomputed_under_every_judge() -> None:
+    from calor.summary import by_judge
+
+    rng = np.random.default_rng(11)
+    rows = []
+    for s in range(6):
+        for label, p_a, p_b in (("none", 0.9, 0.9), ("calor", 0.4, 0.85)):  # judge A sees a drop, judge B barely
+            a = (rng.random(40) < p_a).astype(int).tolist()
+            b = (rng.random(40) < p_b).astype(int).tolist()
+            rows.append({**_row(label, s, a), "judges": {"A": {"per_sample": {"hit": a}}, "B": {"per_sample": {"hit": b}}}})
+    comps = comparisons(rows, ("attack_acc@1",), primary={"pairs": ["calor vs none"], "metrics": ["attack_acc@1"]})
+    (entry,) = by_judge(rows, comps)
+    assert set(entry["judges"]) == {"A", "B"} and entry["significant"]
+    assert entry["judges"]["A"]["difference"] == pytest.approx(comps[0]["difference"])  # A is the primary judge here
+    assert entry["judges"]["A"]["p_value"] < 0.05 and entry["judges"]["B"]["p_value"] >= 0.05
+    assert entry["holds"] is False  # significant for the primary judge, not under B: the conclusion does not hold

@@ -19,7 +19,7 @@ from .artifacts import write_file_atomic, write_json_atomic
 from .data.splits import SplitData
 from .images import save_annotated_grid
 from .summary import METRICS as METRIC_SPECS
-from .summary import (aa_calibration, comparisons, diagnostics_summary, estimate, fmt_interval, group, published, replica_of,
+from .summary import (aa_calibration, by_judge, comparisons, diagnostics_summary, estimate, fmt_interval, group, published,
                       significance_marks, worst_case)
 from .records import ResultRow
 
@@ -88,10 +88,11 @@ def aggregate(rows: list[ResultRow]) -> dict[str, Any]:
 
 
 # columns of the results table: (row key, header)
-COLUMNS = [("attack_acc@1", "acc@1 [95% CI]"), ("attack_acc@1_open", "open-set acc@1"), ("judge_confidence", "judge conf."),
+COLUMNS = [("attack_acc@1", "acc@1 [95% CI]"), ("attack_acc@1_open", "open-set acc@1"), ("attack_acc@1_real", "realistic acc@1"),
+           ("judge_confidence", "judge conf."),
            ("knn_dist", "knn dist"), ("pixel_mse", "pixel MSE"), ("ssim", "SSIM"), ("kid", "KID"), ("diversity", "diversity"),
            ("coverage", "coverage"), ("degenerate_rate", "blank")]
-TERMINAL_COLUMNS = ["attack_acc@1", "attack_acc@1_open", "judge_confidence", "knn_dist", "kid"]
+TERMINAL_COLUMNS = ["attack_acc@1", "attack_acc@1_open", "attack_acc@1_real", "judge_confidence", "knn_dist", "kid"]
 
 
 def _natural(cell: list[ResultRow]) -> str:
@@ -205,6 +206,25 @@ def comparisons_table(rows: list[ResultRow], baseline: str = "none", primary: An
                      f"{c['p_value']:.4f}" if c["seed_level"] else "-", f"{c['p_sign_flip']:.4f}" if c["seed_level"] else "-",
                      f"{c.get('p_naive', c['p_value']):.4f}", f"{c['design_effect']:.2f}" if c["seed_level"] else "-",
                      f"{c['n_pairs']} ({c['n_seeds']})", verdict])
+    return header, body
+
+
+def judges_agreement_table(rows: list[ResultRow], primary: Any = None) -> tuple[list[str], list[list[str]]]:
+    """Every primary comparison under each judge's own per-sample verdicts, and whether the conclusion holds
+    under all of them (same direction; significant under each where the primary judge's test is)."""
+    entries = by_judge(published(rows)[0], comparisons(published(rows)[0], primary=primary))
+    if not entries:
+        return [], []
+    judges = list(dict.fromkeys(j for e in entries for j in e["judges"]))
+    header = ["attack", "a", "b", "metric", *[f"{j}: a - b [95% CI], p" for j in judges], "holds under every judge"]
+    body = []
+    for e in entries:
+        line = [e["attack"], e["a"], e["b"], e["metric"]]
+        for j in judges:
+            r = e["judges"].get(j)
+            line.append("-" if r is None else f"{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}], p {r['p_value']:.3f}")
+        line.append(("yes" if e["holds"] else "NO") + (" (significant)" if e["significant"] else ""))
+        body.append(line)
     return header, body
 
 
@@ -515,6 +535,12 @@ def write_report(out: Path, rows: list[ResultRow], protocol: dict[str, Any], tit
         comp = comparisons_table(rows, primary=primary, family=fam)
         if comp[1]:
             blocks += [("h2", title, "comparisons" if fam == "primary" else "exploratory"), ("table", *comp), ("p", text)]
+    ja = judges_agreement_table(rows, primary)
+    if ja[1]:
+        blocks += [("h2", "Conclusions under each judge", "by-judge"), ("table", *ja),
+                   ("p", "The primary comparisons recomputed with each judge's own per-reconstruction verdicts (every row stores "
+                         "them). A conclusion holds when every judge sees the same direction and, where the primary judge's "
+                         "test survives Holm, each judge's test has p < 0.05.")]
     jt = judges_table(rows)
     if jt[1]:
         blocks += [("h2", "Judges", "judges"), ("table", *jt),

@@ -217,6 +217,41 @@ def significance_marks(rows: list[ResultRow], baseline: str = "none", primary: A
     return marks
 
 
+def _judge_rows(rows: list[ResultRow], judge: str) -> list[dict[str, Any]]:
+    """The rows with `judge`'s per-sample verdicts in place of the primary judge's (rows without them left out)."""
+    out = []
+    for r in rows:
+        mine = (r.get("judges") or {}).get(judge, {}).get("per_sample")
+        if mine:
+            out.append({**r, "per_sample": {**r.get("per_sample", {}), **mine}})
+    return out
+
+
+def by_judge(rows: list[ResultRow], comps: list[dict[str, Any]], family: str = "primary") -> list[dict[str, Any]]:
+    """Each seed-level comparison of `family` recomputed with every judge's per-sample verdicts (rows store them
+    for every judge): {attack, a, b, metric, judges: {name: comparison}, holds: the same direction under every
+    judge and, where the primary judge's test is significant (Holm for the primary family), p < 0.05 under each}."""
+    cells = group([r for r in rows if not r.get("calibration")])
+    judges = list(dict.fromkeys(j for r in rows for j in (r.get("judges") or {}) if (r["judges"][j] or {}).get("per_sample")))
+    out = []
+    for c in comps:
+        if c["family"] != family or not c["seed_level"] or METRICS[c["metric"]][0] not in BINARY | {"confidence"}:
+            continue
+        results = {}
+        for j in judges:
+            res = paired(_judge_rows(cells[(c["attack"], c["a"])], j), _judge_rows(cells[(c["attack"], c["b"])], j), c["metric"])
+            if res is not None and res["seed_level"]:
+                results[j] = res
+        if len(results) < 2:
+            continue
+        significant = c["significant_holm"] if family == "primary" else c["significant_unadjusted"]
+        same_sign = len({np.sign(r["difference"]) for r in results.values()}) == 1
+        holds = same_sign and (not significant or all(r["p_value"] < ALPHA for r in results.values()))
+        out.append({"attack": c["attack"], "a": c["a"], "b": c["b"], "metric": c["metric"], "judges": results,
+                    "significant": significant, "holds": bool(holds)})
+    return out
+
+
 def aa_calibration(comps: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The A/A family's empirical false-positive rates: the share of its seed-level comparisons that an
     exploratory mark would fire on (unadjusted p < 0.05), and that survive Holm inside the family.
