@@ -62,8 +62,10 @@ def test_calibration_sets_are_deterministic_labelled_and_bound_the_metrics(tiny_
     judge = Judge("resnet-w4", judge_model, num_private=3, natural_acc=0.5)
     ceiling = judge_images(sets["ceiling: private test"].images, sets["ceiling: private test"].labels, data, [judge])
     public = judge_images(sets["floor: public"].images, sets["floor: public"].labels, data, [judge])
-    for m in ("attack_acc@1", "attack_acc@1_open", "judge_confidence", "knn_dist", "pixel_mse", "ssim", "kid", "degenerate_rate", "diversity"):
+    for m in ("attack_acc@1", "attack_acc@1_open", "attack_acc@1_real", "judge_confidence", "knn_dist", "pixel_mse", "ssim", "kid",
+              "degenerate_rate", "diversity", "realism", "judge_agreement"):
         assert m in ceiling["metrics"], m
+    assert ceiling["metrics"]["attack_acc@1_real"] <= ceiling["metrics"]["attack_acc@1_open"]  # the realism rule only takes hits away
     assert ceiling["metrics"]["eval_fid"] is None  # 6 images in a 16-d feature space
     assert ceiling["metrics"]["pixel_mse"] < public["metrics"]["pixel_mse"]
     assert len(ceiling["per_sample"]["hit"]) == 6 and len(ceiling["nearest_private_index"]) == 6
@@ -153,3 +155,7 @@ def test_a_cached_run_reports_the_threads_it_was_computed_with(tiny_scenario, tm
         configure_threads(2)
     assert row["versions"]["threads"] == "1" and row["target_versions"]["threads"] == "1"
     assert row["reported_with"]["threads"] == "2"
+    # the row carries the realism rule's verdicts, its threshold, and every judge's per-sample values
+    assert "attack_acc@1_real" in row and len(row["per_sample"]["hit_real"]) == row["n"]
+    assert row["realism"]["threshold"] > 0 and row["realism"]["judge"] == judges[0].name
+    assert all(len(j["per_sample"]["hit_real"]) == row["n"] for j in row["judges"].values())

@@ -18,10 +18,11 @@ ResultRow = TypedDict("ResultRow", {
     "scenario": str, "defense": str, "label": str, "variant": dict, "attack": str, "attack_name": str, "attack_variant": dict,
     "cell": str, "seed": int, "tuning_seed": bool, "calibration": bool, "threat_model": str, "classes": list, "per_class": int,
     # the numbers (ROW_METRICS, each a mean over the row's reconstructions), per reconstruction, and their context
-    "attack_acc@1": float, "attack_acc@1_open": float, "attack_acc@5": float, "judge_confidence": float,
+    "attack_acc@1": float, "attack_acc@1_open": float, "attack_acc@1_real": float, "attack_acc@5": float, "judge_confidence": float,
     "judge_confidence_open": float, "public_verdict_rate": float, "knn_dist": float, "pixel_mse": float, "ssim": float,
     "kid": float, "eval_fid": "float | None", "degenerate_rate": float, "diversity": "float | None", "coverage": "float | None",
     "n": int, "per_sample": dict, "judges": dict, "judge": dict, "diagnostics": "dict | None", "natural_acc": float,
+    "realism": dict, "judge_agreement": dict,  # the realism threshold behind attack_acc@1_real; pairwise judge agreement
     "eval_model_acc": float, "mean_train_confidence": float, "train_confidence_histogram": list, "confidence_by_stage": dict,
     # cost
     "train_s": float, "attack_s": float, "prior_s": float, "metrics_s": float, "queries": int, "prior_queries": int,

@@ -19,8 +19,8 @@ from .targets import TrainedClassifier
 from .workspace import Workspace
 
 # the metrics of a result row, in the order tables show them (calor.report.METRICS says which way is better)
-ROW_METRICS = ("attack_acc@1", "attack_acc@1_open", "attack_acc@5", "judge_confidence", "judge_confidence_open", "public_verdict_rate",
-               "knn_dist", "pixel_mse", "ssim", "kid", "eval_fid", "degenerate_rate", "diversity", "coverage")
+ROW_METRICS = ("attack_acc@1", "attack_acc@1_open", "attack_acc@1_real", "attack_acc@5", "judge_confidence", "judge_confidence_open",
+               "public_verdict_rate", "knn_dist", "pixel_mse", "ssim", "kid", "eval_fid", "degenerate_rate", "diversity", "coverage")
 
 
 def judge_check(judges: list[Judge], target_acc: float) -> dict[str, Any]:
@@ -34,6 +34,7 @@ def judge_check(judges: list[Judge], target_acc: float) -> dict[str, Any]:
 def metric_fields(m: dict[str, Any]) -> dict[str, Any]:
     out = {k: m[k] for k in ROW_METRICS if k in m}
     out |= {"n": m["n"], "judges": m["judges"], "per_sample": m["per_sample"]}
+    out |= {k: m[k] for k in ("realism", "judge_agreement") if k in m}  # the realism threshold; how far the judges agree
     return out
 
 
