@@ -23,6 +23,7 @@ and paired comparisons; aggregate metrics sit next to them.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,11 +141,18 @@ class Realism:
 
 
 _REALISM: dict[tuple[str, ...], Realism] = {}
+# judges built in memory (calor.audit's): memoised on the model object while its weights are unchanged (every
+# in-place update bumps a tensor's version counter), so that an audit fits each judge's test once
+_REALISM_IN_MEMORY: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], Realism]]" = weakref.WeakKeyDictionary()
+
+
+def _weights_version(model: nn.Module) -> tuple[int, ...]:
+    return tuple(t._version for t in (*model.parameters(), *model.buffers()))
 
 
 def realism(judge: Judge, data: SplitData, q: float = REALISM_QUANTILE) -> Realism:
     """The realism test of `judge` on `data`, computed once per process for a judge artifact (keyed like its
-    private features; a judge built in memory is measured again on every call).
+    private features; a judge built in memory is memoised on its model object while its weights are unchanged).
 
     Fit: the judge's features of every private training image (its class) and, for a judge that knows classes
     beyond the private ones (the public classes), of the public images, each in the non-private class the
@@ -155,6 +163,11 @@ def realism(judge: Judge, data: SplitData, q: float = REALISM_QUANTILE) -> Reali
     key = (judge.hash, stamp, str(data.info.get("indices_sha256")), repr(q))
     if stamp and key in _REALISM:
         return _REALISM[key]
+    memo_key = (id(data), str(data.info.get("indices_sha256")), repr(q), _weights_version(judge.model))
+    if not stamp:
+        known = _REALISM_IN_MEMORY.get(judge.model, {})
+        if memo_key in known:
+            return known[memo_key]
     k, num_classes = judge.num_private, int(judge.model.num_classes)
     pub_x = data.x_public
     if len(pub_x) > REFERENCE_PUBLIC_MAX:
@@ -177,6 +190,8 @@ def realism(judge: Judge, data: SplitData, q: float = REALISM_QUANTILE) -> Reali
     out = Realism(gaussians, scores, n_test, quantile(scores, q), q)
     if stamp:
         _REALISM[key] = out
+    else:
+        _REALISM_IN_MEMORY[judge.model] = {memo_key: out}  # only the latest: an older version of the weights is gone
     return out
 
 
