@@ -274,19 +274,33 @@ def floor_ceiling_table(rows: list[ResultRow]) -> tuple[list[str], list[list[str
 
 
 def judges_table(rows: list[ResultRow]) -> tuple[list[str], list[list[str]]]:
-    """acc@1 (closed / open set) by every judge, mean over seeds; the judges' own private-test accuracy in the header."""
+    """acc@1 (closed / open set / realistic) by every judge, mean over seeds, and how far the judges agree on the
+    open-set verdicts (Cohen's kappa, mean over seeds); the judges' own private-test accuracy in the header."""
     keep = published(rows)[0]
     judges = list(dict.fromkeys(j for r in keep for j in r.get("judges", {})))
     if not judges:
         return [], []
     acc = {j: next(r["judges"][j]["natural_acc"] for r in keep if j in r.get("judges", {})) for j in judges}
-    header = ["attack", "defense", *[f"{j} ({acc[j]:.4f}) closed / open" for j in judges]]
+    header = ["attack", "defense", *[f"{j} ({acc[j]:.4f}) closed / open / realistic" for j in judges]]
+    agreement = any(r.get("judge_agreement") for r in keep)
+    if agreement:
+        header.append("open-set agreement (kappa)")
     body = []
     for (attack, label), cell in group(keep).items():
         line = [attack, label]
         for j in judges:
             vals = [r["judges"][j] for r in cell if j in r.get("judges", {})]
-            line.append(f"{statistics.fmean(v['acc@1'] for v in vals):.3f} / {statistics.fmean(v['acc@1_open'] for v in vals):.3f}" if vals else "-")
+            if not vals:
+                line.append("-")
+                continue
+            real = [v["acc@1_real"] for v in vals if "acc@1_real" in v]
+            line.append(f"{statistics.fmean(v['acc@1'] for v in vals):.3f} / {statistics.fmean(v['acc@1_open'] for v in vals):.3f}"
+                        + (f" / {statistics.fmean(real):.3f}" if real else ""))
+        if agreement:
+            pairs = [p for r in cell for p in (r.get("judge_agreement") or {}).get("hit_open", {}).values()]
+            agree = [p["agreement"] for p in pairs if p.get("agreement") is not None]
+            kappas = [p["kappa"] for p in pairs if p.get("kappa") is not None]
+            line.append((f"{statistics.fmean(agree):.3f}" if agree else "-") + (f" ({statistics.fmean(kappas):.2f})" if kappas else ""))
         body.append(line)
     return header, body
 
@@ -544,8 +558,9 @@ def write_report(out: Path, rows: list[ResultRow], protocol: dict[str, Any], tit
     jt = judges_table(rows)
     if jt[1]:
         blocks += [("h2", "Judges", "judges"), ("table", *jt),
-                   ("p", "acc@1 by every judge (private-test accuracy in brackets), closed set / open set; the first is the primary judge "
-                         "whose features give the other metrics.")]
+                   ("p", "acc@1 by every judge (private-test accuracy in brackets), closed set / open set / realistic; the first is "
+                         "the primary judge whose features give the other metrics. Agreement: share of reconstructions on which the "
+                         "judges' open-set verdicts agree, Cohen's kappa in brackets.")]
     dt = diagnostics_table(rows)
     if dt[1]:
         blocks += [("h2", "Mechanism diagnostics", "diagnostics"), ("table", *dt),
