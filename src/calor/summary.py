@@ -266,10 +266,15 @@ def aa_calibration(comps: list[dict[str, Any]]) -> dict[str, Any] | None:
             "pairs": sorted({(c["a"], c["b"]) for c in aa}), "attacks": sorted({c["attack"] for c in aa})}
 
 
-def _leakier(metric: str, x: float, y: float) -> bool:
-    """Is x more leakage than y for `metric`?"""
-    direction = METRICS[metric][1]
-    return x < y if direction else x > y
+def _leakiest(metric: str, estimates: dict[str, dict[str, Any]]) -> str:
+    """The attack whose estimate of `metric` means the most leakage (the first one on a tie)."""
+    larger_is_safer = METRICS[metric][1]
+    best = next(iter(estimates))
+    for attack, e in estimates.items():
+        x, y = e["estimate"], estimates[best]["estimate"]
+        if (x < y) if larger_is_safer else (x > y):
+            best = attack
+    return best
 
 
 def worst_case(rows: list[ResultRow], metrics: tuple[str, ...] = WORST_CASE, baseline: str = "none",
@@ -291,10 +296,7 @@ def worst_case(rows: list[ResultRow], metrics: tuple[str, ...] = WORST_CASE, bas
             ests = {a: e for (a, lab), cell in cells.items() if lab == label and (e := estimate(cell, metric)) is not None}
             if not ests:
                 continue
-            attack = next(iter(ests))
-            for a, e in ests.items():
-                if _leakier(metric, e["estimate"], ests[attack]["estimate"]):
-                    attack = a
+            attack = _leakiest(metric, ests)
             out.append({"label": label, "metric": metric, "attack": attack, **ests[attack],
                         "attacks": {a: e["estimate"] for a, e in ests.items()}})
     for entry in out:
@@ -306,10 +308,7 @@ def worst_case(rows: list[ResultRow], metrics: tuple[str, ...] = WORST_CASE, bas
                        and (e := estimate(cell, entry["metric"])) is not None}
         if not theirs_ests:
             continue
-        worst_theirs = next(iter(theirs_ests))
-        for a, e in theirs_ests.items():
-            if _leakier(entry["metric"], e["estimate"], theirs_ests[worst_theirs]["estimate"]):
-                worst_theirs = a
+        worst_theirs = _leakiest(entry["metric"], theirs_ests)
         mine, theirs = cells[(entry["attack"], entry["label"])], cells[(worst_theirs, baseline)]
         a_ = {r["seed"]: np.mean(r["per_sample"][per_sample]) for r in mine if per_sample in r.get("per_sample", {})}
         b_ = {r["seed"]: np.mean(r["per_sample"][per_sample]) for r in theirs if per_sample in r.get("per_sample", {})}
