@@ -7,9 +7,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-import shutil
 import statistics
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
