@@ -140,7 +140,7 @@ class AuditResult:
         if worst[1]:
             lines += ["", "## Worst case over attacks", "", markdown_table(*worst), "",
                       "Per model and metric, the attack whose estimate leaks most, with its seed-level interval; the last column is "
-                      f"the per-seed difference from `{self.baseline}` under its own worst attack (paired t over seeds)."]
+                      f"the per-seed difference from `{self.baseline}` under its worst attack among the same attacks (paired t over seeds)."]
         lines += ["", "## Results", "", markdown_table(*results_table(self.rows, baseline=self.baseline, primary=self.primary)), ""]
         comp = comparisons_table(self.rows, baseline=self.baseline, primary=self.primary)
         if comp[1]:

@@ -337,9 +337,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         print(f"redrew {redraw_grids(out, rows, load_data(scenario))} reconstruction grids")
     rows += [r for r in stored_calibration(out) if r["seed"] in {c.seed for c in plan.cells}]
+    protocol = bench_protocol(plan, rows)
     with directory_lock(out, "calor bench or report"):
-        paths = write_report(out, rows, bench_protocol(plan, rows), f"calor bench — scenario `{scenario.name}`")
-    print(terminal_report(rows, bench_protocol(plan, rows)["primary"]))
+        paths = write_report(out, rows, protocol, f"calor bench — scenario `{scenario.name}`")
+    print(terminal_report(rows, protocol["primary"]))
     n_cal = sum(1 for r in rows if r.get("calibration"))
     print(f"\n{len(rows) - n_cal} cells{f' ({missing} not finished)' if missing else ''} and {n_cal} floor/ceiling rows; "
           f"report: {paths['markdown']} and {paths['html']}")

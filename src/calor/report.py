@@ -102,7 +102,7 @@ def _natural(cell: list[ResultRow]) -> str:
 
 
 def results_table(rows: list[ResultRow], columns: list[str] | None = None, markdown: bool = True,
-                  baseline: str = "none", primary: Any = None) -> tuple[list[str], list[list[str]]]:
+                  baseline: str = "none", primary: Any = None, comps: list[dict[str, Any]] | None = None) -> tuple[list[str], list[list[str]]]:
     """One line per (attack, defense) over the published seeds, each metric as estimate [95 % interval]
     (`calor.summary.estimate`, the seed as the unit); "↓*"/"↑*" = significantly below/above `none` under
     the same attack in the primary family (paired t over seeds, Holm inside the family), "↓°"/"↑°" = an
@@ -112,7 +112,7 @@ def results_table(rows: list[ResultRow], columns: list[str] | None = None, markd
     cols = [c for c in (columns or [k for k, _ in COLUMNS]) if any(r.get(c) is not None or c in METRIC_SPECS and
                                                                    METRIC_SPECS[c][0] in r.get("per_sample", {}) for r in keep)]
     names = dict(COLUMNS)
-    marks = significance_marks(keep, baseline, primary)
+    marks = significance_marks(keep, baseline, primary, comps)
     header = ["attack", "defense", "natural acc", *[names.get(c, c) for c in cols]]
     body = []
     cells = group(keep)
@@ -126,9 +126,10 @@ def results_table(rows: list[ResultRow], columns: list[str] | None = None, markd
     return header, body
 
 
-def text_table(rows: list[ResultRow], width: int | None = None, primary: Any = None) -> str:
+def text_table(rows: list[ResultRow], width: int | None = None, primary: Any = None,
+               comps: list[dict[str, Any]] | None = None) -> str:
     """The results table for the terminal (the main metrics; report.md has every column)."""
-    return plain_table(*results_table(rows, TERMINAL_COLUMNS, markdown=False, primary=primary))
+    return plain_table(*results_table(rows, TERMINAL_COLUMNS, markdown=False, primary=primary, comps=comps))
 
 
 def terminal_report(rows: list[ResultRow], primary: Any = None) -> str:
@@ -137,8 +138,9 @@ def terminal_report(rows: list[ResultRow], primary: Any = None) -> str:
     parts = []
     if len({r["attack"] for r in rows if not r.get("calibration")}) > 1:
         parts.append("worst case over attacks\n" + plain_table(*worst_case_table(rows)) + "\n")
-    parts.append(text_table(rows, primary=primary))
-    aa = aa_line(rows)
+    comps = comparisons(published(rows)[0], primary=primary)
+    parts.append(text_table(rows, primary=primary, comps=comps))
+    aa = aa_line(rows, comps=comps)
     if aa:
         parts.append("\n" + aa)
     return "\n".join(parts)
@@ -182,14 +184,14 @@ def worst_case_table(rows: list[ResultRow], baseline: str = "none") -> tuple[lis
     return header, body
 
 
-def comparisons_table(rows: list[ResultRow], baseline: str = "none", primary: Any = None,
-                      family: str | None = None) -> tuple[list[str], list[list[str]]]:
+def comparisons_table(rows: list[ResultRow], baseline: str = "none", primary: Any = None, family: str | None = None,
+                      comps: list[dict[str, Any]] | None = None) -> tuple[list[str], list[list[str]]]:
     """Paired differences a - b under the same attack, seeds and latent initialisations, the seed as the unit;
     `family` keeps one family (primary / exploratory / a/a)."""
     header = ["family", "attack", "a", "b", "metric", "a - b [95% CI]", "p (t, seeds)", "p (sign flip, seeds)",
               "p if pairs were independent", "design effect", "pairs (seeds)", "significant"]
     body = []
-    for c in comparisons(published(rows)[0], baseline=baseline, primary=primary):
+    for c in comparisons(published(rows)[0], baseline=baseline, primary=primary) if comps is None else comps:
         if family is not None and c["family"] != family:
             continue
         d = 1 if abs(c["difference"]) >= 10 else 3
@@ -207,10 +209,12 @@ def comparisons_table(rows: list[ResultRow], baseline: str = "none", primary: An
     return header, body
 
 
-def judges_agreement_table(rows: list[ResultRow], primary: Any = None) -> tuple[list[str], list[list[str]]]:
+def judges_agreement_table(rows: list[ResultRow], primary: Any = None,
+                           comps: list[dict[str, Any]] | None = None) -> tuple[list[str], list[list[str]]]:
     """Every primary comparison under each judge's own per-sample verdicts, and whether the conclusion holds
     under all of them (same direction; significant under each where the primary judge's test is)."""
-    entries = by_judge(published(rows)[0], comparisons(published(rows)[0], primary=primary))
+    keep = published(rows)[0]
+    entries = by_judge(keep, comparisons(keep, primary=primary) if comps is None else comps)
     if not entries:
         return [], []
     judges = list(dict.fromkeys(j for e in entries for j in e["judges"]))
@@ -226,9 +230,9 @@ def judges_agreement_table(rows: list[ResultRow], primary: Any = None) -> tuple[
     return header, body
 
 
-def aa_line(rows: list[ResultRow], baseline: str = "none") -> str | None:
+def aa_line(rows: list[ResultRow], baseline: str = "none", comps: list[dict[str, Any]] | None = None) -> str | None:
     """The A/A calibration sentence of a report (None without a replicate)."""
-    aa = aa_calibration(comparisons(published(rows)[0], baseline=baseline))
+    aa = aa_calibration(comparisons(published(rows)[0], baseline=baseline) if comps is None else comps)
     if aa is None:
         return None
     pairs = ", ".join(f"{a} vs {b}" for a, b in aa["pairs"])
@@ -528,15 +532,16 @@ def write_report(out: Path, rows: list[ResultRow], protocol: dict[str, Any], tit
                          "among the same attacks (paired t over the shared seeds). Attacks differ in how many seeds and defenses they ran on: a "
                          "defense attacked by fewer attacks has had fewer chances to leak. The worst attack is chosen on the same "
                          "data it is reported on, so the estimate leans high.")]
-    blocks += [("h2", "Results", "results"), ("table", *results_table(rows, primary=primary)), ("p", READING)]
+    comps = comparisons(keep, primary=primary)  # once: every table below reads the same comparisons
+    blocks += [("h2", "Results", "results"), ("table", *results_table(rows, primary=primary, comps=comps)), ("p", READING)]
     fc = floor_ceiling_table(rows)
     if fc[1]:
         blocks += [("h3", "Set-level metrics between floor and ceiling"), ("table", *fc),
                    ("p", "position = (value - floor) / (ceiling - floor) with floor = prior samples and ceiling = held-out private "
                          "images: 0 is what the attacker gets for free, 1 is what real private images score.")]
-    aa = aa_line(rows)
+    aa = aa_line(rows, comps=comps)
     if aa:
-        blocks += [("h2", "A/A calibration", "aa"), ("p", aa), ("table", *comparisons_table(rows, family="a/a"))]
+        blocks += [("h2", "A/A calibration", "aa"), ("p", aa), ("table", *comparisons_table(rows, family="a/a", comps=comps))]
     for fam, title, text in (
             ("primary", "Primary comparisons", "The comparisons declared before the run (the scenario's `primary:` block). One mean "
              "difference per seed; p from the paired t-test over seeds (the sign-flip test over seeds beside it needs no normality "
@@ -544,10 +549,10 @@ def write_report(out: Path, rows: list[ResultRow], protocol: dict[str, Any], tit
              "earlier versions used, and 'design effect' 1 + (m - 1) ICC says how much it overstates."),
             ("exploratory", "Exploratory comparisons", "Every other comparison: the same seed-level tests, unadjusted p, no "
              "correction — hypotheses for a later run, not conclusions.")):
-        comp = comparisons_table(rows, primary=primary, family=fam)
+        comp = comparisons_table(rows, primary=primary, family=fam, comps=comps)
         if comp[1]:
             blocks += [("h2", title, "comparisons" if fam == "primary" else "exploratory"), ("table", *comp), ("p", text)]
-    ja = judges_agreement_table(rows, primary)
+    ja = judges_agreement_table(rows, primary, comps)
     if ja[1]:
         blocks += [("h2", "Conclusions under each judge", "by-judge"), ("table", *ja),
                    ("p", "The primary comparisons recomputed with each judge's own per-reconstruction verdicts (every row stores "

@@ -5,8 +5,6 @@ A scenario is the unit of reproducibility: its dict (plus a seed) determines eve
 
 from __future__ import annotations
 
-import dataclasses
-
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -207,7 +205,6 @@ class Scenario:
 
 
 def _primary_problems(primary: PrimaryFamily) -> list[str]:
-    from .errors import ConfigError
     from .summary import METRICS, parse_pair  # imported here: the reporting layer sits above this module
 
     problems = []
@@ -226,7 +223,6 @@ def _primary_problems(primary: PrimaryFamily) -> list[str]:
 def _attack_block_problems(blocks: dict[str, dict[str, Any]]) -> list[str]:
     """An `attacks:` block names registered attacks and settings their configs accept (checked at load)."""
     from .attacks.base import ATTACKS, build_attack  # imported here: the attack modules import this one's specs
-    from .errors import ConfigError
 
     problems = []
     for name, settings in blocks.items():
@@ -249,9 +245,7 @@ def attack_settings(scenario: "Scenario", name: str, settings: dict[str, Any] | 
 
     settings = dict(settings or {})
     merged = dict(scenario.attacks.get(name, {}))
-    config = ATTACKS.get(name).Config if name in ATTACKS.names() else None
-    default_base = next((f.default for f in dataclasses.fields(config) if f.name == "base"), None) \
-        if config is not None and dataclasses.is_dataclass(config) else None
+    default_base = getattr(ATTACKS.get(name).Config, "base", None)  # a dataclass field's default is a class attribute
     base = settings.get("base", merged.get("base", default_base))
     if base is not None and base in scenario.attacks:
         merged = {**scenario.attacks[base], **merged}

@@ -201,11 +201,13 @@ def comparisons(rows: list[ResultRow], metrics: tuple[str, ...] = COMPARED, base
     return out
 
 
-def significance_marks(rows: list[ResultRow], baseline: str = "none", primary: Any = None) -> dict[tuple[str, str, str], str]:
+def significance_marks(rows: list[ResultRow], baseline: str = "none", primary: Any = None,
+                       comps: list[dict[str, Any]] | None = None) -> dict[tuple[str, str, str], str]:
     """(attack, defense, metric) -> the mark of its comparison with the `baseline`: "↓*"/"↑*" (primary family,
-    Holm-corrected), "↓°"/"↑°" (exploratory or A/A, unadjusted p < 0.05), "" otherwise (or one seed)."""
+    Holm-corrected), "↓°"/"↑°" (exploratory or A/A, unadjusted p < 0.05), "" otherwise (or one seed).
+    `comps`: the report's comparisons when already computed (`comparisons(rows, ...)`)."""
     marks = {}
-    for c in comparisons(rows, baseline=baseline, primary=primary):
+    for c in comparisons(rows, baseline=baseline, primary=primary) if comps is None else comps:
         if c["b"] != baseline and replica_of(c["a"]) != c["b"]:
             continue
         arrow = "↓" if c["difference"] < 0 else "↑"
