@@ -109,8 +109,9 @@ class KnnGate:
         self.judge, k = judge, judge.num_private
         self.priv = predict(judge.model, data.x_train, features=True), data.y_train
         ref = [self.knn(data.x_test, data.y_test)]
-        if len(data.x_public):
-            ref.append(self.knn(data.x_public, predict(judge.model, data.x_public)[:, :k].argmax(1)))
+        pub = data.public_reference()
+        if len(pub):
+            ref.append(self.knn(pub, predict(judge.model, pub)[:, :k].argmax(1)))
         self.threshold = quantile(torch.cat(ref), REALISM_QUANTILE)
 
     def knn(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -151,7 +152,7 @@ def main() -> None:
         print(f"judge {name}: knn_dist gate threshold {gate.threshold:.1f} (q{REALISM_QUANTILE:g} of the same reference's knn_dist)")
     print()
 
-    sets = probe_images(data.image_shape, args.n, args.seed, natural=data.x_public if len(data.x_public) else None)
+    sets = probe_images(data.image_shape, args.n, args.seed, natural=data.public_reference() if len(data.public_reference()) else None)
     table = probe_judges(judges, data, sets)
     names = [j.name for j in judges]
     knn_head = "  (knn)" if gates else ""

@@ -12,14 +12,42 @@ from calor.data import load_idx_directory, make_splits, to_model_range
 def test_mnist_split_sizes_and_disjoint_classes() -> None:
     sc = load_scenario("mnist")
     d = make_splits(sc)
-    assert d.x_train.shape == (2000, 1, 32, 32) and d.x_test.shape == (500, 1, 32, 32) and d.x_public.shape == (2500, 1, 32, 32)
+    assert d.x_train.shape == (2000, 1, 32, 32) and d.x_test.shape == (500, 1, 32, 32)
+    # the 2,500 public digits in three parts: the attacker's 60 %, the judges' 30 %, a 10 % holdout
+    assert (len(d.x_public), len(d.x_public_judge), len(d.x_public_holdout)) == (1500, 750, 250)
     assert set(d.y_train.tolist()) == set(range(5)) == set(d.y_test.tolist())
     # stratified: 400 train / 100 test per private class
     assert np.bincount(d.y_train.numpy()).tolist() == [400] * 5
-    tr, te, pu = (set(d.info["indices"][k]) for k in ("private_train", "private_test", "public"))
-    assert not (tr & te) and not (tr & pu) and not (te & pu)
+    tr, te, pu, pj, ph = (set(d.info["indices"][k]) for k in ("private_train", "private_test", "public", "public_judge",
+                                                               "public_holdout"))
+    parts = [tr, te, pu, pj, ph]
+    assert all(not (a & b) for i, a in enumerate(parts) for b in parts[i + 1:])
+    assert len(pu | pj | ph) == 2500
     assert set(d.info["private_classes"]).isdisjoint(d.info["public_classes"])
     assert d.x_train.min() >= -1 and d.x_train.max() <= 1
+
+
+def test_the_public_cut_is_stratified_and_keeps_the_private_split() -> None:
+    sc = load_scenario("mnist")
+    d = make_splits(sc)
+    assert np.bincount(d.y_public.numpy()).tolist() == [300] * 5
+    assert np.bincount(d.y_public_judge.numpy()).tolist() == [150] * 5
+    # the judge trains on its own public images; the floor and the realism reference are the holdout
+    assert d.judge_public()[0] is d.x_public_judge and d.public_reference() is d.x_public_holdout
+    shared = make_splits(sc.with_overrides({"data.judge_public_fraction": 0.0, "data.public_holdout_fraction": 0.0}))
+    assert len(shared.x_public) == 2500 and shared.x_public_judge is None and shared.public_reference() is shared.x_public
+    assert shared.info["indices"]["private_test"] == d.info["indices"]["private_test"]
+    assert sc.data.judge_public_fraction == 0.3  # None resolves by judge_classes
+    assert sc.with_overrides({"judge_classes": "private", "data.judge_public_fraction": None}).data.judge_public_fraction == 0.0
+
+
+@pytest.mark.parametrize("cut", [{"data.judge_public_fraction": 0.7, "data.public_holdout_fraction": 0.3},
+                                 {"data.public_holdout_fraction": -0.1}, {"data.judge_public_fraction": 1.0}])
+def test_a_public_cut_that_leaves_the_attacker_nothing_is_refused(cut) -> None:
+    from calor import ConfigError
+
+    with pytest.raises(ConfigError, match="judge_public_fraction"):
+        load_scenario("mnist").with_overrides(cut)
 
 
 def test_split_is_deterministic_and_seeded() -> None:

@@ -55,9 +55,10 @@ def test_celeba_protocol_split_counts_and_file(faces: Path, tmp_path: Path, monk
     monkeypatch.setenv("CALOR_SPLIT_DIR", str(tmp_path / "splits"))
     sc = _scenario(tmp_path, {"source": "celeba", "path": "celeba", "identities": 6, "crop": 108, "public_images": 20})
     d = make_splits(sc)
-    # the 6 identities with 8 images are private: 2 test + 6 train each; public = 20 of the other 30 images
+    # the 6 identities with 8 images are private: 2 test + 6 train each; public = 20 of the other 30 images,
+    # cut in the attacker's 18 and a holdout of 2 (judge_classes private here: no judge share)
     assert d.num_classes == 6 and d.class_names == [str(k) for k in range(1, 7)]
-    assert (len(d.x_train), len(d.x_test), len(d.x_public)) == (36, 12, 20)
+    assert (len(d.x_train), len(d.x_test), len(d.x_public), len(d.x_public_judge), len(d.x_public_holdout)) == (36, 12, 18, 0, 2)
     assert d.image_shape == (3, 16, 16) and d.x_train.min() >= -1 and d.x_train.max() <= 1
     assert sorted(d.y_public.unique().tolist()) == list(range(6))  # labelled public identities, numbered 0..5
     files = list((tmp_path / "splits").glob("calor-split-celeba-*.json"))
@@ -96,7 +97,8 @@ def test_facescrub_with_ffhq_public(faces: Path, tmp_path: Path, monkeypatch) ->
     sc = _scenario(tmp_path, {"source": "facescrub", "path": "facescrub", "identities": 6, "public_source": "ffhq",
                               "public_path": "ffhq", "public_images": 12, "public_crop": 88}, resolution=32)
     d = make_splits(sc)
-    assert (len(d.x_train) + len(d.x_test), len(d.x_public)) == (36, 12)
+    # unlabelled public images: no judge share (judge_classes private), a holdout of 1
+    assert (len(d.x_train) + len(d.x_test), len(d.x_public), len(d.x_public_judge), len(d.x_public_holdout)) == (36, 11, 0, 1)
     assert d.image_shape == (3, 32, 32) and (d.y_public == -1).all() and d.num_public_classes == 0
     assert d.info["public_listing"]["layout"].startswith("FFHQ")
 
@@ -105,7 +107,8 @@ def test_image_folder_as_class_list_source(faces: Path, tmp_path: Path) -> None:
     sc = _scenario(tmp_path, {"source": "image-folder", "path": str(faces / "folder"), "private_classes": [0, 1],
                               "public_classes": [2, 3]})
     d = make_splits(sc)
-    assert d.image_shape == (3, 16, 16) and len(d.x_train) + len(d.x_test) == 12 and len(d.x_public) == 12
+    assert d.image_shape == (3, 16, 16) and len(d.x_train) + len(d.x_test) == 12
+    assert len(d.x_public) + len(d.x_public_judge) + len(d.x_public_holdout) == 12
 
 
 def test_decode_crops_and_keeps_grayscale(tmp_path: Path) -> None:
@@ -174,7 +177,9 @@ def test_data_commands_write_a_layout_and_prepare_its_split(tmp_path: Path, monk
     assert main(["data", "prepare", "--scenario", str(sc), "--data-root", str(tmp_path / "root"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "4 private classes, images (3, 16, 16)" in out and "private_train       16 images" in out
-    assert "public              10 images" in out and "split file     calor-split-celeba-" in out
+    # 10 public images: the attacker's 9 and a holdout of 1 that no model sees (no judge share: judge_classes private)
+    assert "public               9 images" in out and "public_holdout       1 images" in out
+    assert "split file     calor-split-celeba-" in out
     assert list((tmp_path / "root" / "celeba").glob("calor-split-celeba-*.json"))  # beside the data by default
     assert main(["data", "fake", str(tmp_path / "x"), "--identities", "2", "--per-identity", "0"]) == 2
     assert main(["data", "prepare", "--scenario", str(sc), "--data-root", str(tmp_path / "nowhere"), "--quiet"]) == 2

@@ -127,17 +127,19 @@ def test_the_recorded_threshold_is_the_quantile_it_says(tiny_scenario, tmp_path)
         k = j.num_private
         feats = [predict(j.model, data.x_train, features=True)]
         labels = [data.y_train]
-        pub_feats, pub_logits = predict(j.model, data.x_public, features=True), predict(j.model, data.x_public)
+        # the fit sees the judge's own public images; the reference, the holdout that no model saw
+        x_fit, x_ref = data.x_public_judge, data.x_public_holdout
+        assert x_fit is not None and x_ref is not None and len(x_fit) and len(x_ref)
         if j.open_set:  # public images in the class beyond the private ones that the judge names
-            feats.append(pub_feats)
-            labels.append(pub_logits[:, k:].argmax(1) + k)
+            feats.append(predict(j.model, x_fit, features=True))
+            labels.append(predict(j.model, x_fit)[:, k:].argmax(1) + k)
         g = fit_class_gaussians(torch.cat(feats), torch.cat(labels), int(j.model.num_classes))
         ref = torch.cat([g.distance(predict(j.model, data.x_test, features=True), data.y_test),
-                         g.distance(pub_feats, pub_logits[:, :k].argmax(1))]).numpy()
+                         g.distance(predict(j.model, x_ref, features=True), predict(j.model, x_ref)[:, :k].argmax(1))]).numpy()
         assert test.threshold == pytest.approx(float(np.quantile(ref, REALISM_QUANTILE)), rel=1e-9)
         record = test.record()
         assert record["quantile"] == REALISM_QUANTILE and record["threshold"] == test.threshold
-        assert record["n_reference"] == len(data.x_test) + len(data.x_public)
+        assert record["n_reference"] == len(data.x_test) + len(x_ref)
         # linear interpolation between order statistics: all but the top (n-1)(1-q) scores lie within it
         assert np.sum(ref <= test.threshold) == math.floor(REALISM_QUANTILE * (len(ref) - 1)) + 1
         assert realism(j, data, q=0.5).threshold == pytest.approx(float(np.median(ref)), rel=1e-9)

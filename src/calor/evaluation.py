@@ -155,10 +155,11 @@ def realism(judge: Judge, data: SplitData, q: float = REALISM_QUANTILE) -> Reali
     private features; a judge built in memory is memoised on its model object while its weights are unchanged).
 
     Fit: the judge's features of every private training image (its class) and, for a judge that knows classes
-    beyond the private ones (the public classes), of the public images, each in the non-private class the
-    judge names for it (public labels are not needed, nor trusted: `calor.audit` has none). Reference: private
-    test images to their own class, and public images (at most `REFERENCE_PUBLIC_MAX`, evenly spaced) to
-    the private class the judge's closed-set verdict names; the threshold is the `q` quantile of their scores."""
+    beyond the private ones (the public classes), of its public training images (`SplitData.judge_public`),
+    each in the non-private class the judge names for it (public labels are not needed, nor trusted:
+    `calor.audit` has none). Reference: private test images to their own class, and public images no model
+    saw (`SplitData.public_reference`, at most `REFERENCE_PUBLIC_MAX`, evenly spaced) to the private class
+    the judge's closed-set verdict names; the threshold is the `q` quantile of their scores."""
     stamp = _weights_stamp(judge.path) if judge.hash and judge.path else ""
     key = (judge.hash, stamp, str(data.info.get("indices_sha256")), repr(q))
     if stamp and key in _REALISM:
@@ -169,7 +170,7 @@ def realism(judge: Judge, data: SplitData, q: float = REALISM_QUANTILE) -> Reali
         if memo_key in known:
             return known[memo_key]
     k, num_classes = judge.num_private, int(judge.model.num_classes)
-    pub_x = data.x_public
+    pub_x = data.public_reference()
     if len(pub_x) > REFERENCE_PUBLIC_MAX:
         pub_x = pub_x[torch.linspace(0, len(pub_x) - 1, REFERENCE_PUBLIC_MAX).round().long()]
     feats, labels = [predict(judge.model, data.x_train, features=True)], [data.y_train]
@@ -179,9 +180,14 @@ def realism(judge: Judge, data: SplitData, q: float = REALISM_QUANTILE) -> Reali
     if len(pub_x):
         pub_feats, pub_logits = predict(judge.model, pub_x, features=True), predict(judge.model, pub_x)
         reference.append((pub_feats, pub_logits[:, :k].argmax(1)))
-        if judge.open_set:  # a judge that knows classes beyond the private ones: public images, by its verdict among those
-            feats.append(pub_feats)
-            labels.append(pub_logits[:, k:].argmax(1) + k)
+    if judge.open_set:  # a judge that knows classes beyond the private ones: its public images, by its verdict among those
+        fit_x = data.judge_public()[0]
+        if len(fit_x):
+            same = fit_x is pub_x  # a pool that was not cut: its reference images are the judge's own
+            fit_feats = pub_feats if same else predict(judge.model, fit_x, features=True)
+            fit_logits = pub_logits if same else predict(judge.model, fit_x)
+            feats.append(fit_feats)
+            labels.append(fit_logits[:, k:].argmax(1) + k)
     if not reference:
         raise MetricError("realism: no natural reference images (neither private test nor public images)")
     gaussians = fit_class_gaussians(torch.cat(feats), torch.cat(labels), num_classes)
@@ -316,7 +322,8 @@ def calibration_images(name: str, data: SplitData, classes: list[int], per_class
 
     - `floor: prior`: the GAN prior's samples at the latents every latent attack of this seed starts from
       (an attack with zero iterations);
-    - `floor: public`: public images, each labelled as a private class (what the attacker had to start with);
+    - `floor: public`: public images that neither the judges nor the prior saw (the public pool's holdout),
+      each labelled as a private class (what the attacker could start with);
     - `ceiling: private test`: held-out private images of the class (a perfect reconstruction that is not a
       copy of a training image).
     """
@@ -328,8 +335,9 @@ def calibration_images(name: str, data: SplitData, classes: list[int], per_class
         z = initial_latents(seed, classes, per_class, generator.z_dim).clamp_(-clamp, clamp)
         with torch.no_grad():
             images = generator.eval()(z.to(device)).cpu()
-    elif name == "floor: public":
-        images = torch.stack([data.x_public[_pick(len(data.x_public), seed, c, j)] for c in classes for j in range(per_class)])
+    elif name == "floor: public":  # images no model saw (the pool's holdout, where the scenario cuts one)
+        pool = data.public_reference()
+        images = torch.stack([pool[_pick(len(pool), seed, c, j)] for c in classes for j in range(per_class)])
     elif name == "ceiling: private test":
         rows = []
         for c in classes:

@@ -5,7 +5,7 @@ A scenario is the unit of reproducibility: its dict (plus a seed) determines eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
@@ -40,6 +40,14 @@ class DataSpec:
     public_path: Optional[str] = None
     public_images: Optional[int] = None
     public_crop: Optional[int] = None
+    # The public pool is cut in three disjoint parts: the judges' public classes (`judge_public_fraction`;
+    # None: 0.3 when judge_classes is private+public, else 0), a holdout that no model sees
+    # (`public_holdout_fraction`: the public floor and the realism test's public reference), and the
+    # attacker's images (the rest: GAN priors, attacks, public pre-training). A judge that was trained on
+    # the prior's images would recognise the prior's own style; a floor measured on a judge's training
+    # images is no floor. Both 0: one shared pool (calor before 0.1.1).
+    judge_public_fraction: Optional[float] = None
+    public_holdout_fraction: float = 0.1
 
     @property
     def num_classes(self) -> int:
@@ -159,6 +167,13 @@ class Scenario:
                      "unlabelled (use judge_classes: private)")
         if self.judge_classes not in ("private+public", "private"):
             p.append(f"judge_classes={self.judge_classes!r}: choose private+public or private")
+        if d.judge_public_fraction is None:
+            d = replace(d, judge_public_fraction=0.3 if self.judge_classes == "private+public" else 0.0)
+            object.__setattr__(self, "data", d)
+        jf, hf = d.judge_public_fraction, d.public_holdout_fraction
+        if not (0.0 <= jf < 1.0 and 0.0 <= hf < 1.0 and jf + hf < 1.0):
+            p.append(f"data.judge_public_fraction={jf} and data.public_holdout_fraction={hf}: each in [0, 1) and "
+                     "together below 1 (the attacker keeps the rest of the public pool)")
         if set(self.seeds) & set(self.tuning_seeds):
             p.append(f"seeds {sorted(set(self.seeds) & set(self.tuning_seeds))} are also tuning_seeds: publish on other seeds")
         specs = [("target", self.target), ("evaluation", self.evaluation)]

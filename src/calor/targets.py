@@ -210,7 +210,8 @@ def train_target(scenario: Scenario, defense: str = "none", *, seed: int = 0, se
 def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None, index: int = 0) -> TrainedClassifier:
     """Judge number `index` of the scenario (0: the primary one): an architecture the attacker never sees,
     trained with plain cross-entropy on the private training split and — with judge_classes
-    "private+public" — on the labelled public split as extra classes."""
+    "private+public" — on the judges' part of the labelled public pool as extra classes
+    (`SplitData.judge_public`: disjoint from the images the attacker's priors learn from)."""
     from .training import train_classifier
 
     ws = ws or Workspace()
@@ -221,8 +222,9 @@ def train_evaluation_model(scenario: Scenario, ws: Workspace | None = None, inde
     def build(ckpt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], Classifier]:
         data = load_data(scenario)
         x, y = data.x_train, data.y_train
-        if scenario.judge_classes == "private+public":
-            x, y = torch.cat([x, data.x_public]), torch.cat([y, data.y_public + data.num_classes])
+        if scenario.judge_classes == "private+public":  # the judges' own public images, never the attacker's
+            x_pub, y_pub = data.judge_public()
+            x, y = torch.cat([x, x_pub]), torch.cat([y, y_pub + data.num_classes])
         seed = key["seed"]
         seed_everything(seed)
         model = build_model(key["model"], defense)

@@ -11,6 +11,7 @@ Two kinds of source give the same `SplitData`:
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,11 @@ class SplitData:
     y_public: torch.Tensor  # public labels remapped to 0..P-1: for defenses that pre-train on public data (TL)
     class_names: list[str]
     info: dict[str, Any] = field(default_factory=dict)
+    # the public pool's other two parts (`DataSpec.judge_public_fraction`, `public_holdout_fraction`);
+    # None: not cut (the judges and the floor use the attacker's images)
+    x_public_judge: torch.Tensor | None = None
+    y_public_judge: torch.Tensor | None = None
+    x_public_holdout: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -56,6 +62,20 @@ class SplitData:
 
     def train_of_class(self, c: int) -> torch.Tensor:
         return self.x_train[self.y_train == c]
+
+    def judge_public(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The labelled public images a judge learns its public classes from: the judges' own part of the pool
+        (never the attacker's), or the attacker's images where the pool was not cut."""
+        if self.x_public_judge is not None and self.y_public_judge is not None and len(self.x_public_judge):
+            return self.x_public_judge, self.y_public_judge
+        return self.x_public, self.y_public
+
+    def public_reference(self) -> torch.Tensor:
+        """Natural public images that no model saw (the public floor, the realism test's reference), or the
+        attacker's images where the pool has no holdout."""
+        if self.x_public_holdout is not None and len(self.x_public_holdout):
+            return self.x_public_holdout
+        return self.x_public
 
 
 def _digest(arr: np.ndarray) -> str:
@@ -164,6 +184,24 @@ def _identity_split(scenario: Scenario) -> tuple[dict[str, np.ndarray], dict[str
     return parts, ys, split.identities, info
 
 
+def _cut_public(labels: np.ndarray, judge_fraction: float, holdout_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Positions of the public pool's attacker / judge / holdout parts: disjoint, of exactly the rounded
+    sizes, and stratified by public label (one stratum when unlabelled). Each stratum is shuffled and its
+    images ranked by their position in it, so every part takes the same share of every label; the
+    attacker keeps at least one image."""
+    rng = np.random.default_rng([seed, 0x9B11C])  # a stream of its own: the private split stays as it was
+    order = np.empty(len(labels))
+    for label in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == label))
+        order[idx] = (np.arange(len(idx)) + 0.5) / len(idx)
+    ranked = np.lexsort((rng.random(len(labels)), order))  # ties between strata broken at random
+    n = len(labels)
+    n_hold = min(int(round(n * holdout_fraction)), max(0, n - 1))
+    n_judge = min(int(round(n * judge_fraction)), max(0, n - 1 - n_hold))
+    return {"holdout": np.sort(ranked[:n_hold]), "judge": np.sort(ranked[n_hold:n_hold + n_judge]),
+            "attacker": np.sort(ranked[n_hold + n_judge:])}
+
+
 def make_splits(scenario: Scenario) -> SplitData:
     """Load the scenario's source and split it (class lists, or the identity protocol of the face datasets)."""
     spec = scenario.data
@@ -173,9 +211,23 @@ def make_splits(scenario: Scenario) -> SplitData:
         _, parts, ys, class_names, info = _class_list_split(scenario)
     r = scenario.resolution
     x = {k: to_model_range(v, r) for k, v in parts.items()}
+    judge_fraction = spec.judge_public_fraction or 0.0
+    cut = None
+    if judge_fraction or spec.public_holdout_fraction:
+        cut = _cut_public(ys["public"].numpy(), judge_fraction, spec.public_holdout_fraction, spec.split_seed)
+        pool, pool_y, names = x.pop("public"), ys["public"], info["indices"]["public"]
+        for part, pos in cut.items():
+            key = "public" if part == "attacker" else f"public_{part}"
+            x[key], ys[key] = pool[torch.from_numpy(pos)], pool_y[torch.from_numpy(pos)]
+            info["indices"][key] = [names[i] for i in pos.tolist()]
+            info["indices_sha256"][key] = hashlib.sha256(json.dumps(info["indices"][key]).encode()).hexdigest()[:16]
     info = {"source": spec.source, "path": spec.path, "split_seed": spec.split_seed, **info,
-            "sizes": {k: len(v) for k, v in x.items()}, "channels": int(x["private_train"].shape[1]), "resolution": r}
+            "sizes": {k: len(v) for k, v in x.items()}, "channels": int(x["private_train"].shape[1]), "resolution": r,
+            "public_cut": None if cut is None else {"judge_fraction": judge_fraction,
+                                                     "holdout_fraction": spec.public_holdout_fraction}}
     # `indices` last (long): summaries drop it
     info["indices"] = info.pop("indices")
     return SplitData(x_train=x["private_train"], y_train=ys["private_train"], x_test=x["private_test"], y_test=ys["private_test"],
-                     x_public=x["public"], y_public=ys["public"], class_names=class_names, info=info)
+                     x_public=x["public"], y_public=ys["public"], class_names=class_names, info=info,
+                     x_public_judge=x.get("public_judge"), y_public_judge=ys.get("public_judge"),
+                     x_public_holdout=x.get("public_holdout"))
