@@ -28,6 +28,7 @@ from .attack_runs import check_request, evaluate_reconstructions, reconstruct
 from .attacks.base import AttackerBudget, Reconstructions, build_attack
 from .attacks.priors import GanPrior, train_gan
 from .checkpoint import no_checkpoints
+from .conclusive import attack_conclusiveness, mark_conclusive
 from .data.inputs import as_images, as_tensors
 from .data.splits import SplitData
 from .defenses import build_defense
@@ -110,6 +111,18 @@ class AuditResult:
         return float(np.mean([self.row(model, attack, s)[name] for s in self.config["seeds"]]))
 
     @property
+    def conclusive(self) -> dict[str, dict[str, Any]]:
+        """Per attack, whether it cleared its floor on the baseline (`calor.conclusive`): the attacks whose
+        numbers mean something. Inconclusive attacks are left out of the worst case."""
+        return self.config.get("conclusive", {})
+
+    @property
+    def usable(self) -> bool:
+        """Whether the audit measured anything: at least one attack cleared its floor on the baseline. An audit
+        that is not usable says nothing about leakage (`calor audit` exits 3); it never means "safe"."""
+        return any(v["conclusive"] for v in self.conclusive.values())
+
+    @property
     def primary(self) -> dict[str, Any]:
         """The audit's primary family: every model against the baseline, under every attack, on acc@1 and
         open-set acc@1 (Holm inside it); other comparisons are exploratory."""
@@ -120,7 +133,7 @@ class AuditResult:
     def to_markdown(self) -> str:
         """The audit as a report: setup, judge, the worst case over attacks, results with 95 % intervals and
         floor/ceiling rows, paired comparisons with the baseline, gradient diagnostics, and how to read the columns."""
-        from .report import READING, comparisons_table, markdown_table, results_table, worst_case_table
+        from .report import READING, comparisons_table, conclusive_table, markdown_table, results_table, worst_case_table
 
         c = self.config
         lines = ["# calor audit", ""]
@@ -136,9 +149,16 @@ class AuditResult:
         weak = [m for m, acc in c["natural_acc"].items() if not c["held_out"] and j["natural_acc"] <= acc]
         if weak:
             lines.append(f"**The judge is not stronger than {', '.join(weak)}: its verdicts on them are not evidence.**")
+        lines += ["", "## Did each attack learn anything?", "", markdown_table(*conclusive_table(self.conclusive)), "",
+                  f"An attack is conclusive when, on the baseline `{self.baseline}`, its seed-level interval of acc@1 lies above its "
+                  "floor (the higher of `floor: prior` and `floor: public`) and its estimate clears the floor by the margin. An "
+                  "inconclusive attack measured nothing — its low numbers are no evidence of low leakage — and is left out of the "
+                  "worst case."]
+        if not self.usable:
+            lines += ["", "**No attack was conclusive: this audit says nothing about leakage. It is not a pass.**"]
         worst = worst_case_table(self.rows, baseline=self.baseline)
         if worst[1]:
-            lines += ["", "## Worst case over attacks", "", markdown_table(*worst), "",
+            lines += ["", "## Worst case over the conclusive attacks", "", markdown_table(*worst), "",
                       "Per model and metric, the attack whose estimate leaks most, with its seed-level interval; the last column is "
                       f"the per-seed difference from `{self.baseline}` under its worst attack among the same attacks (paired t over seeds)."]
         lines += ["", "## Results", "", markdown_table(*results_table(self.rows, baseline=self.baseline, primary=self.primary)), ""]
@@ -177,6 +197,14 @@ class AuditResult:
                                 hits_open=ps["hit_open"] if ps else None)
         write_file_atomic(out / "report.md", lambda tmp: tmp.write_text(self.to_markdown()))
         return out
+
+
+def _model_confidence(model: nn.Module, rec: Reconstructions, device: torch.device) -> float:
+    """The audited model's mean true-class probability on its reconstructions: whether the search reached
+    the class on the model itself (an inconclusive attack's first question)."""
+    with torch.no_grad():
+        p = predict(model, rec.images.to(device)).softmax(1)
+    return float(p.gather(1, rec.labels.view(-1, 1).to(p.device)).mean())
 
 
 def _judge_source(judge: Judge) -> str:
@@ -352,13 +380,15 @@ def audit(models: nn.Module | Mapping[str, nn.Module], private_data: Any, public
                                   per_class, seed, no_checkpoints())
                 t0 = time.perf_counter()
                 m = evaluate_reconstructions(rec, data, judges)
+                believed = _model_confidence(target, rec, dev)
                 diagnostics = gradient_path(target, rec, targets[baseline] if name != baseline else None)
                 check = judge_check(judges, natural_acc[name])
                 if held_out:
                     check["stronger_than_target"] = None  # the models saw the held-out images: nothing to compare
                 rows.append({
                     "schema": ROW_SCHEMA, "scenario": "audit", "defense": name, "label": name, "variant": {}, "attack": attack, "seed": seed,
-                    "tuning_seed": False, "natural_acc": natural_acc[name], **metric_fields(m), "judge": check,
+                    "tuning_seed": False, "natural_acc": natural_acc[name], **metric_fields(m), "target_confidence": believed,
+                    "judge": check,
                     "diagnostics": diagnostics, "attack_s": rec.seconds, "prior_s": spent.get("seconds", 0.0),
                     "metrics_s": time.perf_counter() - t0, "threat_model": atk.threat_model.value, "queries": rec.queries,
                     "prior_queries": int(spent.get("queries", 0)), "classes": attacked, "per_class": per_class,
@@ -375,6 +405,9 @@ def audit(models: nn.Module | Mapping[str, nn.Module], private_data: Any, public
                 recs[(set_name, "calibration", seed)] = rec
                 nearest[(set_name, "calibration", seed)] = m["nearest_private_index"]
 
+    # an attack that recovers no more than its floor from the baseline measured nothing (calor.conclusive)
+    verdicts = attack_conclusiveness(rows, baseline, num_classes=num_classes, hints={"input_range": (low, high)})
+    mark_conclusive(rows, verdicts)
     primary = judges[0]
     config = {
         "models": list(targets), "baseline": baseline, "attacks": list(attacks), "settings": settings, "classes": attacked,
@@ -388,6 +421,7 @@ def audit(models: nn.Module | Mapping[str, nn.Module], private_data: Any, public
                   "path": primary.path, "all": {j.name: j.natural_acc for j in judges}},
         "prior": {"given": isinstance(prior, GanPrior), "spec": None if isinstance(prior, GanPrior) else vars(prior_spec).copy()},
         "attacker_model": vars(attacker_model).copy(), "device": str(dev), "versions": versions(),
+        "conclusive": {a: v.to_dict() for a, v in verdicts.items()},
     }
     return AuditResult(rows, recs, nearest, config, data)
 

@@ -14,6 +14,7 @@ from . import __version__
 from .errors import CalorError
 
 EPILOG = "Artifacts are cached by config hash under --cache (default runs/cache); rerunning reuses them."
+AUDIT_INCONCLUSIVE = 3  # `calor audit`: no attack cleared its floor on the baseline (2 is bad input)
 
 
 def _common(p: argparse.ArgumentParser, *, out: str | None = None) -> None:
@@ -155,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Load your classifier (--module pkg.mod:Class, or a calor --arch) with the weights in "
                                    "--checkpoint (and each --compare checkpoint: e.g. its `calor harden` output), attack each "
                                    "with the same prior, judge and latent initialisations, using the scenario's private, test "
-                                   "and public splits, and write report.md, results.json, reconstructions and grids to --out.")
+                                   "and public splits, and write report.md, results.json, reconstructions and grids to --out. "
+                                   "Exit 3 when no attack recovered more than its floor from the baseline (the audit "
+                                   "measured nothing: never a pass).")
     _common(p)
     _user_model_options(p, "the baseline model's weights (.safetensors, or a state dict read with weights_only=True)")
     p.add_argument("--compare", action="append", default=[], metavar="CHECKPOINT",
@@ -538,7 +541,7 @@ def _or(value: Any, default: Any) -> Any:
 def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import audit
     from .prior_store import Priors
-    from .report import plain_table, results_table, worst_case_table
+    from .report import conclusive_table, plain_table, results_table, worst_case_table
     from .scenario_data import load_data
     from .targets import train_judges
 
@@ -563,10 +566,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
                    per_class=_or(args.per_class, scenario.attack.per_class), iterations=_or(args.iterations, scenario.attack.iterations),
                    seeds=seeds, device=ws.device)
     out = result.save(args.out)
-    print("worst case over attacks\n" + plain_table(*worst_case_table(result.rows, baseline=result.baseline)) + "\n")
+    print("did each attack learn anything (on the baseline, against its floor)\n" + plain_table(*conclusive_table(result.conclusive)) + "\n")
+    if result.usable:
+        print("worst case over the conclusive attacks\n" + plain_table(*worst_case_table(result.rows, baseline=result.baseline)) + "\n")
     print(plain_table(*results_table(result.rows, ["attack_acc@1", "attack_acc@1_open", "judge_confidence", "knn_dist"],
                                      markdown=False, baseline=result.baseline, primary=result.primary)))
     print(f"report {out / 'report.md'}  ·  rows {out / 'results.json'}  ·  grids {out / 'grids'}")
+    if not result.usable:
+        print(f"calor audit: INCONCLUSIVE - no attack recovered more than its floor from {result.baseline}; this audit says "
+              "nothing about leakage (see 'why not' above). Exit 3: not a pass.", file=sys.stderr)
+        return AUDIT_INCONCLUSIVE
     return 0
 
 

@@ -150,6 +150,15 @@ WORST_NAMES = {"attack_acc@1_open": "open-set acc@1", "attack_acc@1_real": "real
                "knn_dist": "knn dist"}
 
 
+def conclusive_table(verdicts: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Per attack, its result on the baseline against its floor and whether it is conclusive, with the reason
+    when not (`calor.conclusive`)."""
+    header = ["attack", "baseline acc@1 [95% CI]", "floor", "verdict", "why not"]
+    body = [[a, f"{v['estimate']:.3f} [{v['low']:.3f}, {v['high']:.3f}]", f"{v['floor']:.3f} ({v['floor_set']}) + {v['margin']:.2f}",
+             "conclusive" if v["conclusive"] else "INCONCLUSIVE", v["reason"] or "-"] for a, v in verdicts.items()]
+    return header, body
+
+
 def worst_case_table(rows: list[ResultRow], baseline: str = "none") -> tuple[list[str], list[list[str]]]:
     """Per defense, the worst case over the attacks run against it, for each leakage metric: the estimate
     with its seed-level interval, the attack that achieved it, and the difference from the baseline's worst
@@ -168,7 +177,8 @@ def worst_case_table(rows: list[ResultRow], baseline: str = "none") -> tuple[lis
     body = []
     for label in labels:
         cell = [r for r in keep if r["label"] == label and not r.get("calibration")]
-        line = [label, _natural(cell), str(len({r["attack"] for r in cell}))]
+        counted = {r["attack"] for r in cell if r.get("conclusive", True) is not False}  # as worst_case: conclusive only
+        line = [label, _natural(cell), str(len(counted))]
         for m in metrics:
             e = by.get((label, m))
             line.append("-" if e is None else f"{fmt_interval(e)} ({e['attack']}, {e['n_seeds']} seeds)")
