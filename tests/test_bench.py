@@ -141,12 +141,15 @@ def test_bench_report_has_every_section(tiny_yaml: Path, tmp_path: Path, capsys)
     assert len(bpda) == 6 and all(r["attack_config"]["base"] == "adaptive-logit" and r["attack_config"]["iterations"] == 3 for r in bpda)
     assert (out / "figures" / "privacy_utility_adaptive-bpda_base_adaptive-logit_iterations_3.png").is_file()
     page = (out / "report.html").read_text()
-    for section in ("id=worst-case", "id=results", "id=exploratory", "id=judges", "id=diagnostics", "id=privacy-utility", "id=confidence",
+    for section in ("id=conclusive", "id=worst-case", "id=results", "id=exploratory", "id=judges", "id=diagnostics", "id=privacy-utility", "id=confidence",
                     "id=sensitivity", "id=reconstructions", "id=protocol"):
         assert section in page
     assert page.count("data:image/png;base64,") >= 1 + 1 + 1 + 3  # plot, histograms, sensitivity, grids (seed 0)
     md = (out / "report.md").read_text()
     assert "acc@1 [95% CI]" in md and "figures/privacy_utility_gmi.png" in md and "floor: public" in md
+    # tiny budgets: every attack is at its floor on `none`, so the report says so instead of a worst case
+    assert "Did each attack learn anything?" in md and "INCONCLUSIVE" in md and "there is no worst case to report" in md
+    assert all(r["conclusive"] is False for r in json.loads((out / "results.json").read_text())["rows"] if not r.get("calibration"))
     # `calor report` rebuilds the same report from the stored cells
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0

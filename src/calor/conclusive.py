@@ -140,3 +140,12 @@ def mark_conclusive(rows: list[ResultRow], verdicts: dict[str, Conclusiveness]) 
             r["conclusive"] = v.conclusive
             if not v.conclusive:
                 r["inconclusive_reason"] = v.reason
+
+
+def flag_rows(rows: list[ResultRow], baseline: str = "none", judged: list[ResultRow] | None = None) -> dict[str, Conclusiveness]:
+    """`attack_conclusiveness` on `baseline` over `judged` (default: `rows`; a report passes its published
+    rows), then every row of `rows` flagged: what a bench report does before its worst case, as an audit does."""
+    judged = rows if judged is None else judged
+    verdicts = attack_conclusiveness(judged, baseline) if any(r["label"] == baseline for r in judged) else {}
+    mark_conclusive(rows, verdicts)
+    return verdicts

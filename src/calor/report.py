@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .artifacts import write_file_atomic, write_json_atomic
+from .conclusive import flag_rows
 from .data.splits import SplitData
 from .images import save_annotated_grid
 from .summary import METRICS as METRIC_SPECS
@@ -136,6 +137,11 @@ def terminal_report(rows: list[ResultRow], primary: Any = None) -> str:
     """What `calor bench` and `calor report` print: the worst case over attacks first (when more than one attack
     ran), the results table, and the A/A calibration line when the grid has a replicate."""
     parts = []
+    verdicts = flag_rows(rows, judged=published(rows)[0])
+    failed = {a: v.to_dict() for a, v in verdicts.items() if not v.conclusive}
+    if failed:
+        parts.append("INCONCLUSIVE attacks (no more than their floor on none; left out of the worst case)\n"
+                     + plain_table(*conclusive_table(failed)) + "\n")
     if len({r["attack"] for r in rows if not r.get("calibration")}) > 1:
         parts.append("worst case over attacks\n" + plain_table(*worst_case_table(rows)) + "\n")
     comps = comparisons(published(rows)[0], primary=primary)
@@ -515,8 +521,9 @@ READING = ("acc@1: share of reconstructions the primary judge assigns to the att
 def write_report(out: Path, rows: list[ResultRow], protocol: dict[str, Any], title: str) -> dict[str, Path]:
     """Write results.json, figures, report.md and report.html into `out`; return their paths."""
     out = Path(out)
-    write_json_atomic(out / "results.json", {"protocol": protocol, "rows": rows})
     keep, _ = published(rows)
+    verdicts = flag_rows(rows, judged=keep)  # an attack that learnt nothing from `none` is left out of the worst case
+    write_json_atomic(out / "results.json", {"protocol": protocol, "rows": rows})
     attacked = [r for r in keep if not r.get("calibration")]
     figs: list[tuple[str, str, str]] = []  # (section, caption, relative path)
     for attack in dict.fromkeys(r["attack"] for r in attacked):
@@ -534,7 +541,17 @@ def write_report(out: Path, rows: list[ResultRow], protocol: dict[str, Any], tit
     blocks += [("warn", w) for w in _warnings(rows, protocol)]
     primary = protocol.get("primary")
     worst = worst_case_table(rows)
-    if worst[1]:
+    if verdicts:
+        blocks += [("h2", "Did each attack learn anything?", "conclusive"),
+                   ("table", *conclusive_table({a: v.to_dict() for a, v in verdicts.items()})),
+                   ("p", "On `none`, an attack is conclusive when its seed-level interval of acc@1 lies above its floor (the higher "
+                         "of `floor: prior` and `floor: public`) and its estimate clears the floor by the margin; an inconclusive "
+                         "attack measured nothing and is left out of the worst case (calor.conclusive).")]
+    if verdicts and not any(v.conclusive for v in verdicts.values()):
+        blocks += [("h2", "Worst case over attacks", "worst-case"),
+                   ("warn", "No attack recovered more than its floor from `none`: there is no worst case to report, and the "
+                            "low numbers below are no evidence of low leakage.")]
+    elif worst[1]:
         blocks += [("h2", "Worst case over attacks", "worst-case"), ("table", *worst),
                    ("p", "A defense is as strong as the strongest attack run against it. Per defense and metric: the attack whose "
                          "estimate leaks most (its seed-level 95 % interval, the attack, the seeds it ran on); the last column is "
