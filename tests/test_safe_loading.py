@@ -94,4 +94,9 @@ def test_no_unsafe_loader_anywhere_in_calor() -> None:
                 offenders.append(f"{path.name}: torch.load without weights_only=True")
         if re.search(r"pickle\.loads?\(|import dill|import joblib|np\.load\([^)]*allow_pickle=True", text):
             offenders.append(f"{path.name}: unpickles")
+        # one unpickler exists: the StyleGAN importer's, which maps every global to an inert stub
+        if "Unpickler" in text and path.name != "stylegan_import.py":
+            offenders.append(f"{path.name}: an Unpickler outside stylegan_import.py")
+        if path.name == "stylegan_import.py" and re.search(r"import_module|__import__|sys\.modules|(?<![.\w])eval\(|(?<![.\w])exec\(", text):
+            offenders.append(f"{path.name}: the inert unpickler imports or executes")
     assert not offenders, offenders

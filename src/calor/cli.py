@@ -190,6 +190,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--per-identity", type=int, default=12, help="images of each identity (default 12)")
     q.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("prior", help="import a StyleGAN2 generator's weights as a calor prior (no foreign code runs), or sample one",
+                       description="`calor prior import FILE --kind stylegan2 --out DIR` reads an NVIDIA network pickle (by an "
+                                   "unpickler that imports and runs nothing), or a plain NVlabs-named state dict (.pth read with "
+                                   "weights_only=True, .safetensors), checks every key and shape, and writes a calor prior artifact "
+                                   "(safetensors + meta.json with the source's SHA-256). `calor prior sample DIR --out grid.png` "
+                                   "draws a grid of its images.", epilog=EPILOG)
+    prior_sub = p.add_subparsers(dest="prior_command", metavar="ACTION", required=True)
+    q = prior_sub.add_parser("import", help="write a calor prior artifact from a StyleGAN2 weights file")
+    q.add_argument("file", help="network-snapshot-*.pkl / ffhq.pkl, or a state dict (.pth, .pt, .safetensors)")
+    q.add_argument("--kind", choices=["stylegan2"], required=True)
+    q.add_argument("--out", required=True, help="the artifact directory to write")
+    q.add_argument("--conv-clamp", type=float, default=None,
+                   help="for a state dict (which does not record it): the generator's conv_clamp (NVlabs FFHQ: 256)")
+    q = prior_sub.add_parser("sample", help="a grid of a StyleGAN2 prior artifact's images")
+    q.add_argument("artifact", help="a directory written by `calor prior import`")
+    q.add_argument("--out", required=True, help="the PNG to write")
+    q.add_argument("--n", type=int, default=16, help="images (default 16)")
+    q.add_argument("--psi", type=float, default=1.0, help="truncation psi (default 1: none)")
+    q.add_argument("--seed", type=int, default=0)
+
     p = sub.add_parser("list", help="list defenses, attacks, scenarios or models")
     p.add_argument("what", nargs="?", default="all", choices=["all", "defenses", "attacks", "scenarios", "models"])
     return parser
@@ -646,8 +666,39 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prior(args: argparse.Namespace) -> int:
+    from .stylegan_import import import_stylegan2, load_stylegan2
+
+    if args.prior_command == "import":
+        t0 = time.perf_counter()
+        out = import_stylegan2(args.file, args.out, conv_clamp=args.conv_clamp)
+        from .artifacts import load_meta
+
+        meta = load_meta(out)
+        cfg, src = meta["config"], meta["source"]
+        print(f"imported {src['file']} ({src['format']}, sha256 {src['sha256'][:16]}): StyleGAN2 at {cfg['resolution']} px, "
+              f"{cfg['channels']} channels, z {cfg['z_dim']}, w {cfg['w_dim']} x {meta['num_ws']}, "
+              f"{meta['key_report']['matched']} tensors, every key and shape checked -> {out} ({time.perf_counter() - t0:.1f}s)")
+        return 0
+    import torch
+
+    from .errors import ConfigError
+    from .images import save_grid
+
+    if args.n < 1:
+        raise ConfigError(f"--n {args.n}: must be >= 1")
+    G = load_stylegan2(args.artifact)
+    with torch.no_grad():
+        ws = G.sample_w(args.n, torch.Generator().manual_seed(args.seed), psi=args.psi)
+        images = G.synthesize(ws).clamp(-1, 1)
+    side = max(1, int(round(args.n ** 0.5)))
+    path = save_grid([images[i:i + side] for i in range(0, args.n, side)], Path(args.out))
+    print(f"{args.n} samples (psi {args.psi}, seed {args.seed}) -> {path}")
+    return 0
+
+
 COMMANDS = {"demo": cmd_demo, "bench": cmd_bench, "report": cmd_report, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate,
-            "harden": cmd_harden, "audit": cmd_audit, "inspect-weights": cmd_inspect_weights, "data": cmd_data, "list": cmd_list}
+            "harden": cmd_harden, "audit": cmd_audit, "inspect-weights": cmd_inspect_weights, "data": cmd_data, "prior": cmd_prior, "list": cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
