@@ -59,9 +59,16 @@ def weights(path: str | Path) -> dict[str, torch.Tensor]:
     return load_artifact(Path(path)).tensors
 
 
-@pytest.mark.timeout(240)
-def test_a_gan_prior_killed_with_sigkill_resumes_bit_identical(tmp_path: Path) -> None:
-    sc = {**TINY, "prior": {**TINY["prior"], "steps": 400}}
+PRIORS = {"dcgan": {**TINY["prior"], "steps": 400},
+          "stylegan2": {"kind": "stylegan2", "width": 8, "z_dim": 16, "steps": 150, "batch_size": 16, "lr": 0.002,
+                        "gp_weight": 1.0, "style_mixing": 0.5, "pl_weight": 2.0}}
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("kind", list(PRIORS))
+def test_a_gan_prior_killed_with_sigkill_resumes_bit_identical(kind: str, tmp_path: Path) -> None:
+    steps = PRIORS[kind]["steps"]
+    sc = {**TINY, "prior": PRIORS[kind]}
     yaml_file = tmp_path / "gan.yaml"
     yaml_file.write_text(yaml.safe_dump(sc))
 
@@ -78,7 +85,7 @@ def test_a_gan_prior_killed_with_sigkill_resumes_bit_identical(tmp_path: Path) -
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
     killed_at = snapshot_step(tmp_path / "killed")
-    assert victim.returncode == -signal.SIGKILL and 40 <= killed_at < 400
+    assert victim.returncode == -signal.SIGKILL and 40 <= killed_at < steps
     assert not list((tmp_path / "killed").glob("priors/*/meta.json"))  # no finished prior yet
 
     again = run_gan(yaml_file, tmp_path / "killed")

@@ -21,7 +21,7 @@ def test_scenario_validation_collects_problems() -> None:
 
 
 def test_unknown_scenario_and_bad_yaml(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="built-in: celeba64, .*mnist, or pass a YAML file"):
+    with pytest.raises(ConfigError, match="built-in: celeba64, .*mnist, mnist-stylegan2, or pass a YAML file"):
         load_scenario("imagenet")
     bad = tmp_path / "bad.yaml"
     bad.write_text("resolution: [1, 2\n")

@@ -25,7 +25,7 @@ from .evaluation import Judge, judge_images
 from .progress import log
 from .records import CARD_SCHEMA, AttackCard
 from .runtime import compute_key, seed_everything
-from .scenario import Scenario, attack_settings
+from .scenario import Scenario, attack_settings, prior_key
 from .scenario_data import load_data
 from .targets import TrainedClassifier, train_judges
 from .prior_store import Priors
@@ -122,7 +122,7 @@ def attack_target(
     data = load_data(scenario)
     key = {"format": ARTIFACT_FORMAT, "kind": "attack", **compute_key(), "target": target.meta["hash"], "judges": [j.hash for j in judges],
            "reference": reference.meta["hash"] if reference is not None else None,
-           "attack": attack, "attack_config": atk.config_dict(), "prior": to_dict(scenario.prior), "classes": classes,
+           "attack": attack, "attack_config": atk.config_dict(), "prior": prior_key(scenario.prior), "classes": classes,
            "per_class": per_class, "seed": seed}
     defense = target.meta["defense"]
 

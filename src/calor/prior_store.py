@@ -19,7 +19,7 @@ from .errors import ArtifactError
 from .models.gan import Critic, Generator
 from .progress import log
 from .runtime import compute_key, seed_everything
-from .scenario import ClassifierSpec, PriorSpec, Scenario
+from .scenario import ClassifierSpec, PriorSpec, Scenario, prior_key
 from .scenario_data import data_key, load_data, split_summary
 from .versioning import code_versions, module_file
 from .workspace import ARTIFACT_FORMAT, COMMON_CODE, Workspace, gan_code
@@ -27,7 +27,7 @@ from .workspace import ARTIFACT_FORMAT, COMMON_CODE, Workspace, gan_code
 
 def gan_key(scenario: Scenario, seed: int) -> tuple[dict[str, Any], str]:
     """The cache key and relative location of the scenario's shared GAN prior for `seed`."""
-    key = {"format": ARTIFACT_FORMAT, "kind": "prior-gan", **data_key(scenario), **compute_key(), "prior": to_dict(scenario.prior), "seed": seed}
+    key = {"format": ARTIFACT_FORMAT, "kind": "prior-gan", **data_key(scenario), **compute_key(), "prior": prior_key(scenario.prior), "seed": seed}
     return key, f"priors/{scenario.prior.kind}-{config_hash(key)}"
 
 
@@ -105,7 +105,13 @@ class Priors:
         c, r, _ = data.image_shape
 
         def load(art: Artifact) -> GanPrior:
-            prior = GanPrior(Generator(sc.prior.z_dim, r, c, sc.prior.width), Critic(r, c, sc.prior.width), sc.prior.kind)
+            if sc.prior.kind == "stylegan2":
+                from .attacks.stylegan_prior import build_networks
+
+                G, D = build_networks(sc.prior, r, c)
+                prior = GanPrior(G, D, sc.prior.kind)  # type: ignore[arg-type]
+            else:
+                prior = GanPrior(Generator(sc.prior.z_dim, r, c, sc.prior.width), Critic(r, c, sc.prior.width), sc.prior.kind)
             try:
                 prior.generator.load_state_dict(_strip(art.tensors, "generator."))
                 prior.critic.load_state_dict(_strip(art.tensors, "critic."))
@@ -120,9 +126,11 @@ class Priors:
                        **{f"critic.{k}": v for k, v in prior.critic.state_dict().items()}}
             seconds = time.perf_counter() - t0
             log(f"GAN prior ({sc.prior.kind}): {seconds:.1f}s -> {ws.cache / rel}")
-            return tensors, {"seed": self.seed, "history": history, "train_seconds": seconds, "data_split": split_summary(data)}, prior
+            extra = {"stylegan2_config": prior.generator.cfg.to_dict()} if sc.prior.kind == "stylegan2" else {}
+            return tensors, {"seed": self.seed, "history": history, "train_seconds": seconds, "data_split": split_summary(data),
+                             **extra}, prior
 
-        prior, meta, path = ws.cached(rel, key, gan_code(), build=build, load=load, what="GAN prior")
+        prior, meta, path = ws.cached(rel, key, gan_code(sc.prior.kind), build=build, load=load, what="GAN prior")
         self.seconds["gan"] = float(meta.get("train_seconds", 0.0))
         self.used["gan"] = str(path)
         prior.path = str(path)

@@ -5,6 +5,7 @@ A scenario is the unit of reproducibility: its dict (plus a seed) determines eve
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -77,14 +78,28 @@ class ClassifierSpec:
 class PriorSpec:
     """The attacker's GAN prior, trained on the public split."""
 
-    kind: str = "wgan-gp"  # wgan-gp (GMI) | dcgan
-    width: int = 32
-    z_dim: int = 100
+    kind: str = "wgan-gp"  # wgan-gp (GMI) | dcgan | stylegan2 (the PPA / IF-GMI prior, calor.attacks.stylegan_prior)
+    width: int = 32  # stylegan2: block channels min(width * resolution // r, 4 * width)
+    z_dim: int = 100  # stylegan2: z and w
     steps: int = 1500
     batch_size: int = 64
     lr: float = 2e-4
-    n_critic: int = 5
-    gp_weight: float = 10.0
+    n_critic: int = 5  # D steps per G step (wgan-gp); dcgan and stylegan2 take one
+    gp_weight: float = 10.0  # wgan-gp: gradient penalty; stylegan2: R1 gamma, (gamma / 2) E |grad D(x)|^2 on reals
+    # stylegan2 only (left out of cache keys at these defaults: older priors keep their keys)
+    mapping_layers: int = 2
+    style_mixing: float = 0.0  # probability of mixing two ws at a random layer
+    pl_weight: float = 0.0  # path-length regularisation weight (StyleGAN2: 2; off by default on a CPU)
+
+
+# PriorSpec fields added after artifacts were made with the others: a key leaves them out at their defaults
+LATER_PRIOR_FIELDS = {"mapping_layers": 2, "style_mixing": 0.0, "pl_weight": 0.0}
+
+
+def prior_key(spec: "PriorSpec") -> dict[str, Any]:
+    """What a cache key records of a PriorSpec: every field, except the later ones at their defaults."""
+    d = dataclasses.asdict(spec)
+    return {k: v for k, v in d.items() if not (k in LATER_PRIOR_FIELDS and v == LATER_PRIOR_FIELDS[k])}
 
 
 @dataclass(frozen=True)
@@ -187,8 +202,12 @@ class Scenario:
                 p.append(f"{name}.optimizer={spec.optimizer!r}: choose adam or sgd")
             if spec.weight_decay < 0:
                 p.append(f"{name}.weight_decay={spec.weight_decay}: must be >= 0")
-        if self.prior.kind not in ("wgan-gp", "dcgan"):
-            p.append(f"prior.kind={self.prior.kind!r}: choose wgan-gp or dcgan")
+        if self.prior.kind not in ("wgan-gp", "dcgan", "stylegan2"):
+            p.append(f"prior.kind={self.prior.kind!r}: choose wgan-gp, dcgan or stylegan2")
+        if self.prior.kind == "stylegan2" and (self.resolution & (self.resolution - 1)):
+            p.append(f"prior.kind=stylegan2 needs a power-of-two resolution, got {self.resolution}")
+        if self.prior.mapping_layers < 1 or not 0 <= self.prior.style_mixing <= 1 or self.prior.pl_weight < 0:
+            p.append("prior: mapping_layers must be >= 1, style_mixing in [0, 1], pl_weight >= 0")
         if self.prior.steps < 1 or self.prior.n_critic < 1 or self.prior.batch_size < 2:
             p.append("prior: steps and n_critic must be >= 1, batch_size >= 2")
         if self.attack.per_class < 1 or self.attack.iterations < 1:
@@ -295,19 +314,29 @@ def builtin_scenarios() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in resources.files("calor.scenarios").iterdir() if p.name.endswith(".yaml"))
 
 
-def load_scenario(name_or_path: str | Path) -> Scenario:
-    """Load a built-in scenario by name (`mnist`) or a YAML file by path."""
-    text: str
+def _scenario_text(name_or_path: str | Path) -> str:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"scenario file {path} does not exist")
-        text = path.read_text()
-    else:
-        name = str(name_or_path)
-        if name not in builtin_scenarios():
-            raise ConfigError(f"unknown scenario {name!r}; built-in: {', '.join(builtin_scenarios())}, or pass a YAML file")
-        text = resources.files("calor.scenarios").joinpath(f"{name}.yaml").read_text()
+        return path.read_text()
+    name = str(name_or_path)
+    if name not in builtin_scenarios():
+        raise ConfigError(f"unknown scenario {name!r}; built-in: {', '.join(builtin_scenarios())}, or pass a YAML file")
+    return resources.files("calor.scenarios").joinpath(f"{name}.yaml").read_text()
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _scenario_data(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A scenario's mapping; `extends: NAME` (a built-in name or a path) starts from that scenario's."""
+    text = _scenario_text(name_or_path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -317,4 +346,15 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         raise ConfigError(f"scenario {name_or_path}: invalid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"scenario {name_or_path}: expected a mapping at the top level")
-    return from_dict(Scenario, data, f"scenario {name_or_path}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if str(parent) in seen:
+        raise ConfigError(f"scenario {name_or_path}: extends {parent!r}, which extends it again")
+    return _merge(_scenario_data(parent, (*seen, str(name_or_path))), data)
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """Load a built-in scenario by name (`mnist`) or a YAML file by path; a file with `extends: NAME` is that
+    scenario with the file's keys on top (mappings merged key by key)."""
+    return from_dict(Scenario, _scenario_data(name_or_path), f"scenario {name_or_path}")

@@ -302,14 +302,20 @@ def import_stylegan2(path: Path | str, out: Path | str, conv_clamp: float | None
 
 
 def load_stylegan2(path: Path | str, **kwargs: Any) -> StyleGAN2Generator:
-    """A StyleGAN2Generator from a calor artifact written by `import_stylegan2` (or by calor's training)."""
+    """A StyleGAN2Generator from a calor artifact written by `import_stylegan2`, or a StyleGAN2 prior calor
+    trained (`prior.kind: stylegan2`, from the cache)."""
     from .artifacts import load_artifact
 
     art = load_artifact(Path(path))
-    if art.meta.get("kind") != KIND:
-        raise ArtifactError(f"{path}: a {art.meta.get('kind', 'unknown')!r} artifact, not a {KIND} prior")
-    cfg = StyleGAN2Config(**art.meta["config"])
-    check_keys(art.tensors, cfg)
+    tensors = art.tensors
+    if art.meta.get("kind") == KIND:  # imported
+        cfg = StyleGAN2Config(**art.meta["config"])
+    elif "stylegan2_config" in art.meta:  # trained by calor (a cached prior: generator and critic)
+        cfg = StyleGAN2Config(**art.meta["stylegan2_config"])
+        tensors = {k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")}
+    else:
+        raise ArtifactError(f"{path}: not a {KIND} prior (neither imported by `calor prior import` nor trained with prior.kind: {KIND})")
+    check_keys(tensors, cfg)
     G = StyleGAN2Generator(cfg, **kwargs)
-    G.load_state_dict(art.tensors)
+    G.load_state_dict(tensors)
     return G.eval()

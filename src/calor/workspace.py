@@ -39,9 +39,10 @@ def classifier_code(defense: type[Defense]) -> dict[str, int]:
     return code_versions([*COMMON_CODE, "training.py", "models/classifiers.py", *class_modules(defense)])
 
 
-def gan_code() -> dict[str, int]:
-    """Code versions of the shared GAN prior."""
-    return code_versions([*COMMON_CODE, "attacks/priors.py"])
+def gan_code(kind: str | None = None) -> dict[str, int]:
+    """Code versions of the shared GAN prior (of `kind`: a StyleGAN2 prior adds its own modules)."""
+    extra = ["attacks/stylegan_prior.py", "models/stylegan2.py"] if kind == "stylegan2" else []
+    return code_versions([*COMMON_CODE, "attacks/priors.py", *extra])
 
 
 def attack_code(attack: type) -> dict[str, int]:

@@ -135,24 +135,26 @@ def conv3x3_up2(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, groups: int) 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool = True,
                      up: bool = False, f: torch.Tensor | None = None) -> torch.Tensor:
-    """Each sample's own convolution (one grouped convolution for the batch): weight scaled by its styles
-    per input channel and, with `demodulate`, each output filter rescaled to unit L2 norm."""
+    """Each sample's own convolution: weight scaled by its styles per input channel and, with `demodulate`,
+    each output filter rescaled to unit L2 norm. Computed by scaling the activations before and after one
+    convolution shared by the batch (NVlabs' `fused_modconv=False`: the same result, and on a CPU far faster
+    than a grouped convolution of per-sample weights)."""
     n = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape
     if x.dtype == torch.float16 and demodulate:  # keep float16 in range: scaling cancels in the demodulation
         weight = weight * (1 / np.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
-    w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
-    if demodulate:
-        w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(n, -1, 1, 1, 1)
-    x = x.reshape(1, -1, *x.shape[2:])
-    w = w.reshape(-1, in_ch, kh, kw).to(x.dtype)
+    x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+    w = weight.to(x.dtype)
     if up:
         assert f is not None
-        x = conv3x3_up2(x, w, f, groups=n)
+        x = conv3x3_up2(x, w, f, groups=1)
     else:
-        x = F.conv2d(x, w, padding=kh // 2, groups=n)
-    return x.reshape(n, -1, *x.shape[2:])
+        x = F.conv2d(x, w, padding=kh // 2)
+    if demodulate:
+        d = ((weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)).square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+        x = x * d.to(x.dtype).reshape(n, -1, 1, 1)
+    return x
 
 
 def bias_act(x: torch.Tensor, b: torch.Tensor, *, lrelu: bool, gain: float = 1.0, clamp: float | None = None) -> torch.Tensor:
@@ -405,3 +407,77 @@ class StyleGAN2Generator(nn.Module):
     def _check_ws(self, ws: torch.Tensor) -> None:
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ConfigError(f"ws of shape {tuple(ws.shape)}: expected (N, {self.num_ws}, {self.w_dim})")
+
+
+# --- the discriminator calor trains its StyleGAN2 priors with --------------------------------------------
+
+class EqualizedConv2d(nn.Module):
+    """A convolution with equalised learning rate (N(0, 1) weights scaled by 1 / sqrt(fan-in) at run time)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, *, bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.gain, self.padding = 1 / math.sqrt(in_ch * kernel * kernel), kernel // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.gain, self.bias, padding=self.padding)
+
+
+class DiscriminatorBlock(nn.Module):
+    """Two 3x3 convolutions and a 2x downsampling (the FIR filter, then stride 2), with a 1x1 residual path."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.conv0, self.conv1 = EqualizedConv2d(in_ch, in_ch, 3), EqualizedConv2d(in_ch, out_ch, 3)
+        self.skip = EqualizedConv2d(in_ch, out_ch, 1, bias=False)
+        self.register_buffer("resample_filter", setup_filter())
+
+    def down(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.resample_filter, pad=(1, 1, 1, 1))[:, :, ::2, ::2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.skip(self.down(x))
+        x = F.leaky_relu(self.conv0(x), 0.2) * LRELU_GAIN
+        x = F.leaky_relu(self.conv1(self.down(x)), 0.2) * LRELU_GAIN
+        return (x + y) * math.sqrt(0.5)
+
+
+class StyleGAN2Discriminator(nn.Module):
+    """StyleGAN2's residual discriminator, compact: fromRGB, one block per resolution down to 4x4, the
+    minibatch standard deviation (groups of up to 4), a 3x3 convolution and two fully connected layers.
+    Its output is a logit (real > 0); it is calor's, not the NVlabs layout (only generators are imported)."""
+
+    def __init__(self, cfg: StyleGAN2Config) -> None:
+        super().__init__()
+        res = cfg.block_resolutions[::-1]  # R, R/2, ..., 4
+        self.from_rgb = EqualizedConv2d(cfg.channels, cfg.block_channels(res[0]), 1)
+        self.blocks = nn.ModuleList(DiscriminatorBlock(cfg.block_channels(r), cfg.block_channels(r // 2)) for r in res[:-1])
+        c4 = cfg.block_channels(4)
+        self.conv = EqualizedConv2d(c4 + 1, c4, 3)
+        self.fc = FullyConnectedLayer(c4 * 16, c4, lrelu=True)
+        self.out = FullyConnectedLayer(c4, 1)
+
+    @staticmethod
+    def minibatch_std(x: torch.Tensor, group: int = 4) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = min(group, n)
+        while n % g:
+            g -= 1
+        y = x.reshape(g, -1, c, h, w)
+        y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt().mean(dim=[1, 2, 3])  # (n / g,)
+        y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
+        return torch.cat([x, y], dim=1)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        x = F.leaky_relu(self.from_rgb(img), 0.2) * LRELU_GAIN
+        for block in self.blocks:
+            x = block(x)
+        x = F.leaky_relu(self.conv(self.minibatch_std(x)), 0.2) * LRELU_GAIN
+        return self.out(self.fc(x.flatten(1))).squeeze(1)
+
+
+def prior_config(resolution: int, channels: int, width: int, z_dim: int, mapping_layers: int) -> StyleGAN2Config:
+    """The generator of a scenario's `prior.kind: stylegan2`: block channels min(width * R // r, 4 * width)."""
+    return StyleGAN2Config(resolution=resolution, channels=channels, z_dim=z_dim, w_dim=z_dim, mapping_layers=mapping_layers,
+                           channel_base=width * resolution, channel_max=4 * width)
