@@ -287,3 +287,16 @@ def test_bpda_on_a_model_without_saturating_units_is_its_base_run_computed_once(
     assert torch.equal(bpda.reconstructions.images, gmi.reconstructions.images) and bpda.metrics == gmi.metrics
     through = attack_target(sc, calor, "adaptive-bpda", seed=0, ws=ws, judges=judges)
     assert "computed_as" not in through.meta and through.path != attack_target(sc, calor, "gmi", seed=0, ws=ws, judges=judges).path
+
+
+def test_a_report_flags_cells_computed_by_older_code() -> None:
+    from calor.report import _warnings, stale_cells
+    from calor.versioning import version
+
+    now = {"evaluation.py": version("evaluation.py"), "attacks/gmi.py": version("attacks/gmi.py")}
+    fresh = {"label": "none", "attack": "gmi", "seed": 2, "cell": "none-gmi-s2", "code": now, "target_code": {}}
+    old = {**fresh, "cell": "calor-gmi-s2", "code": {**now, "evaluation.py": now["evaluation.py"] - 1}}
+    assert stale_cells([fresh]) == {}
+    assert list(stale_cells([fresh, old])) == ["calor-gmi-s2"]
+    (warning,) = [w for w in _warnings([fresh, old], {}) if "older code" in w]
+    assert "1 cells were computed by older code" in warning and "evaluation.py" in warning

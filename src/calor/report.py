@@ -494,7 +494,31 @@ def _warnings(rows: list[ResultRow], protocol: dict[str, Any]) -> list[str]:
     seeds = {r["seed"] for r in published(rows)[0] if not r.get("calibration")}
     if len(seeds) == 1:
         out.append("One seed: intervals cover the reconstructions of one trained target, not the variation between trainings.")
+    stale = stale_cells(rows)
+    if stale:
+        mods = sorted({m for ms in stale.values() for m in ms})
+        out.append(f"**{len(stale)} cells were computed by older code** (changed since: {', '.join(mods[:6])}"
+                   f"{'...' if len(mods) > 6 else ''}): their numbers are not what this calor computes; `calor bench` on the "
+                   "same directory recomputes them.")
     return out
+
+
+def stale_cells(rows: list[ResultRow]) -> dict[str, list[str]]:
+    """Cells whose recorded code versions (their attack's and their target's) differ from this calor's: cell
+    id -> the modules that changed. Rows without recorded versions (floors, audits) are not judged."""
+    from .versioning import version
+
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        changed = []
+        for field in ("code", "target_code"):
+            recorded = r.get(field)
+            if isinstance(recorded, dict):
+                changed += [f"{m} v{v} -> v{version(m)}" for m, v in recorded.items() if version(m) != v]
+        if changed:
+            out[str(r.get("cell") or f"{r['label']}/{r['attack']}/s{r['seed']}")] = changed
+    return out
+
 
 
 SECTION_IDS = {"Privacy–utility": "privacy-utility", "True-class confidence": "confidence", "CALoR sensitivity": "sensitivity"}
