@@ -46,7 +46,7 @@ class DataSpec:
     # (`public_holdout_fraction`: the public floor and the realism test's public reference), and the
     # attacker's images (the rest: GAN priors, attacks, public pre-training). A judge that was trained on
     # the prior's images would recognise the prior's own style; a floor measured on a judge's training
-    # images is no floor. Both 0: one shared pool (calor before 0.1.1).
+    # images is no floor. Both 0: one shared pool (what every scenario had before the cut).
     judge_public_fraction: Optional[float] = None
     public_holdout_fraction: float = 0.1
 
