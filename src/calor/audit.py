@@ -26,7 +26,7 @@ from torch import nn
 from .artifacts import ensure_directory, write_file_atomic, write_json_atomic
 from .attack_runs import check_request, evaluate_reconstructions, reconstruct
 from .attacks.base import AttackerBudget, Reconstructions, build_attack
-from .attacks.priors import GanPrior, train_gan
+from .attacks.priors import GanPrior
 from .checkpoint import no_checkpoints
 from .conclusive import attack_conclusiveness, mark_conclusive
 from .data.inputs import as_images, as_tensors
@@ -38,7 +38,7 @@ from .evaluation import CALIBRATION_SETS, Judge, calibration_images
 from .harden import final_linear
 from .metrics.accuracy import predict
 from .models.classifiers import build_classifier
-from .prior_store import MemoryPriors
+from .prior_store import MemoryPriors, train_prior
 from .progress import log
 from .records import ROW_SCHEMA, ResultRow
 from .rows import calibration_fields, judge_check, metric_fields
@@ -355,7 +355,7 @@ def audit(models: nn.Module | Mapping[str, nn.Module], private_data: Any, public
     prior_spec = prior if isinstance(prior, PriorSpec) else PriorSpec()
     if gan is None:
         t0 = time.perf_counter()
-        gan, _ = train_gan(xp, prior_spec, device=dev, seed=seeds[0])
+        gan, _ = train_prior(xp, prior_spec, device=dev, seed=seeds[0])
         log(f"audit: GAN prior ({prior_spec.kind}, {prior_spec.steps} steps) trained in {time.perf_counter() - t0:.1f}s")
     gan.generator.to(dev).eval()
     gan.critic.to(dev).eval()

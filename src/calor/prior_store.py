@@ -15,7 +15,7 @@ from .checkpoint import no_checkpoints
 from .attacks.base import AttackerBudget, AttackerStore
 from .attacks.priors import GanPrior, train_gan
 from .config import to_dict
-from .errors import ArtifactError
+from .errors import ArtifactError, ConfigError
 from .models.gan import Critic, Generator
 from .progress import log
 from .runtime import compute_key, seed_everything
@@ -29,6 +29,22 @@ def gan_key(scenario: Scenario, seed: int) -> tuple[dict[str, Any], str]:
     """The cache key and relative location of the scenario's shared GAN prior for `seed`."""
     key = {"format": ARTIFACT_FORMAT, "kind": "prior-gan", **data_key(scenario), **compute_key(), "prior": prior_key(scenario.prior), "seed": seed}
     return key, f"priors/{scenario.prior.kind}-{config_hash(key)}"
+
+
+def train_prior(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device, seed: int,
+                checkpoint: Any = None) -> tuple[GanPrior, list[dict[str, Any]]]:
+    """Train the shared GAN prior of `spec.kind` on public images: `attacks.priors.train_gan` (wgan-gp, dcgan)
+    or `attacks.stylegan_prior.train_stylegan2` (stylegan2, one process). Dispatched here so that the code
+    versions of a DCGAN prior do not depend on the StyleGAN modules, nor the reverse."""
+    if spec.kind != "stylegan2":
+        return train_gan(x_public, spec, device=device, seed=seed, checkpoint=checkpoint)
+    from .attacks.stylegan_prior import train_stylegan2
+    from .parallel import current
+
+    if current() is not None:
+        raise ConfigError("prior.kind=stylegan2 trains in one process: build the prior first (calor bench without torchrun)")
+    G, D, log = train_stylegan2(x_public, spec, device=device, seed=seed, checkpoint=checkpoint)
+    return GanPrior(G, D, spec.kind), log  # type: ignore[arg-type]
 
 
 def run_build(build: Callable[..., Any], checkpoint: Any) -> Any:
@@ -121,7 +137,7 @@ class Priors:
 
         def build(ckpt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], GanPrior]:
             t0 = time.perf_counter()
-            prior, history = train_gan(data.x_public, sc.prior, device=ws.device, seed=self.seed, checkpoint=ckpt)
+            prior, history = train_prior(data.x_public, sc.prior, device=ws.device, seed=self.seed, checkpoint=ckpt)
             tensors = {**{f"generator.{k}": v for k, v in prior.generator.state_dict().items()},
                        **{f"critic.{k}": v for k, v in prior.critic.state_dict().items()}}
             seconds = time.perf_counter() - t0

@@ -58,21 +58,15 @@ def train_gan(x_public: torch.Tensor, spec: PriorSpec, *, device: torch.device, 
 
     wgan-gp: n_critic critic steps with gradient penalty per generator step (GMI's prior).
     dcgan: one non-saturating discriminator step per generator step (about 6x cheaper on a CPU).
-    stylegan2: calor's StyleGAN2 generator and discriminator (`calor.attacks.stylegan_prior`); the
-    generator maps z to images like the others, so every latent attack can search it.
+    (stylegan2 priors: `calor.prior_store.train_prior` dispatches to `calor.attacks.stylegan_prior`.)
     Returns the prior in eval mode and a log row every 100 steps. With a `checkpoint`, a snapshot is
     written between steps when due, and a snapshot left by an interrupted run is resumed.
 
     Under torchrun every process draws the global batch and trains on its share (see `calor.parallel`);
     the logged figures are those of rank 0's share."""
+    if spec.kind == "stylegan2":  # not imported here: a DCGAN's code versions must not depend on the StyleGAN modules
+        raise ConfigError("prior.kind=stylegan2: train it with calor.prior_store.train_prior (or calor.attacks.stylegan_prior)")
     dp = current()
-    if spec.kind == "stylegan2":
-        from .stylegan_prior import train_stylegan2
-
-        if dp is not None:
-            raise ConfigError("prior.kind=stylegan2 trains in one process; train the prior first (calor bench without torchrun)")
-        G, D, log = train_stylegan2(x_public, spec, device=device, seed=seed, checkpoint=checkpoint)
-        return GanPrior(G, D, spec.kind), log  # type: ignore[arg-type]
     G, D, log = _train_gan(x_public, spec, device=device, seed=seed, checkpoint=checkpoint, dp=dp)
     G.eval()
     D.eval()
