@@ -26,7 +26,8 @@ def test_celeba_layout_bench_end_to_end(target: str, face_yaml: Path, tmp_path: 
         assert r["n"] == 8 and 0.0 <= r["attack_acc@1"] <= 1.0 and r["natural_acc"] > 0.0
         split = r["data_split"]
         assert split["channels"] == 3 and split["resolution"] == 16 and split["identities"] == 4
-        assert split["sizes"] == {"private_train": 24, "private_test": 8, "public": 24}
+        # 24 public images: the attacker's 22 and a holdout of 2 (closed-set face judges: no judge share)
+        assert split["sizes"] == {"private_train": 24, "private_test": 8, "public": 22, "public_judge": 0, "public_holdout": 2}
         assert len(split["split_checksum"]) == 64 and split["private_listing"]["layout"].startswith("CelebA")
     target_meta = json.loads(next((tmp_path / "cache" / "targets").glob("none-*/meta.json")).read_text())
     assert target_meta["model"]["arch"] == target and target_meta["model"]["in_channels"] == 3
