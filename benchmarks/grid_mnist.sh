@@ -8,8 +8,9 @@
 # black-box / logit / confidence-cap attacks on none and calor; an A/A replicate of none under GMI and PLG-MI.
 # Phase 2: the baselines mid and negls on seeds 2-6 under the main attacks. Then `calor report --all OUT`.
 # SEEDS="2 4 6" runs phase 1 on a subset; PHASES="1" or "2" runs one phase. Two copies on disjoint seed lists
-# (one thread each) share OUT and CACHE safely (every artifact is built under its own lock) and use two
-# cores; REPORT=0 skips the closing report.
+# (one thread each) use two cores: they share CACHE safely (every artifact is built under its own lock) but
+# need their own OUT (a bench locks its output directory); copy the second's cells/ into the first's and run
+# `calor report --all OUT`. REPORT=0 skips the closing report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calor=${CALOR:-.venv/bin/calor}
