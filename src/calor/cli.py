@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--conv-clamp", type=float, default=None,
                    help="for a state dict (which does not record it): the generator's conv_clamp (NVlabs FFHQ: 256)")
     q = prior_sub.add_parser("sample", help="a grid of a StyleGAN2 prior artifact's images")
-    q.add_argument("artifact", help="a directory written by `calor prior import`")
+    q.add_argument("artifact", help="a directory written by `calor prior import`, or a cached StyleGAN2 prior calor trained")
     q.add_argument("--out", required=True, help="the PNG to write")
     q.add_argument("--n", type=int, default=16, help="images (default 16)")
     q.add_argument("--psi", type=float, default=1.0, help="truncation psi (default 1: none)")
