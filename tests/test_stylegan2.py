@@ -175,7 +175,7 @@ def test_an_official_pickle_imports_without_its_code_ever_running(tmp_path: Path
 
     meta = json.loads((out / "meta.json").read_text())
     assert meta["source"]["format"] == "nvidia-pickle" and meta["source"]["source_code_executed"] is False
-    assert len(meta["source"]["sha256"]) == 64 and meta["key_report"]["matched"] == len(G.state_dict())
+    assert len(meta["source"]["sha256"]) == 64 and len(meta["key_report"]["matched"]) == len(G.state_dict()) and not meta["key_report"]["missing"]
 
 
 def test_a_plain_state_dict_imports_with_its_config_read_from_the_shapes(tmp_path: Path) -> None:
@@ -196,8 +196,8 @@ def test_every_refusal_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
     sd = G.state_dict()
     cases = {
         "layout": ({"fc.weight": torch.zeros(2, 2)}, "not a StyleGAN2 state dict in the NVlabs layout"),
-        "missing": ({k: v for k, v in sd.items() if k != "synthesis.b8.conv0.noise_const"}, "1 missing (synthesis.b8.conv0.noise_const)"),
-        "shape": ({**sd, "synthesis.b8.torgb.bias": torch.zeros(5)}, "of the wrong shape (synthesis.b8.torgb.bias: (5,), expected (3,))"),
+        "missing": ({k: v for k, v in sd.items() if k != "synthesis.b8.conv0.noise_const"}, "1 missing: synthesis.b8.conv0.noise_const"),
+        "shape": ({**sd, "synthesis.b8.torgb.bias": torch.zeros(5)}, "1 shape mismatch: synthesis.b8.torgb.bias checkpoint (5,) vs model (3,)"),
         "rosinality": ({"style.1.weight": torch.zeros(2, 2), "convs.0.conv.weight": torch.zeros(1)}, "rosinality-style"),
     }
     for name, (tensors, message) in cases.items():

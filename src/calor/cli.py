@@ -678,7 +678,7 @@ def cmd_prior(args: argparse.Namespace) -> int:
         cfg, src = meta["config"], meta["source"]
         print(f"imported {src['file']} ({src['format']}, sha256 {src['sha256'][:16]}): StyleGAN2 at {cfg['resolution']} px, "
               f"{cfg['channels']} channels, z {cfg['z_dim']}, w {cfg['w_dim']} x {meta['num_ws']}, "
-              f"{meta['key_report']['matched']} tensors, every key and shape checked -> {out} ({time.perf_counter() - t0:.1f}s)")
+              f"{len(meta['key_report']['matched'])} tensors, every key and shape checked -> {out} ({time.perf_counter() - t0:.1f}s)")
         return 0
     import torch
 

@@ -23,7 +23,6 @@ shape right — anything else is refused, naming the keys).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 import warnings
@@ -36,7 +35,7 @@ import torch
 from .artifacts import save_artifact
 from .errors import ArtifactError
 from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
-from .weights import load_weights
+from .weights import file_digest, load_into, load_weights
 
 KIND = "stylegan2"
 IMPORT_SCHEMA = 1
@@ -263,42 +262,25 @@ def read_stylegan2(path: Path | str, conv_clamp: float | None = None) -> tuple[d
     return sd, cfg, {"format": fmt, **info}
 
 
-def check_keys(sd: dict[str, torch.Tensor], cfg: StyleGAN2Config) -> dict[str, Any]:
-    """The key report of `sd` against the generator `cfg` builds; refuses missing, extra or misshapen keys."""
-    expected = {k: tuple(v.shape) for k, v in StyleGAN2Generator(cfg).state_dict().items()}
-    missing = sorted(set(expected) - set(sd))
-    extra = sorted(set(sd) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(sd) if tuple(sd[k].shape) != expected[k])
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing ({', '.join(missing[:4])}{'...' if len(missing) > 4 else ''})")
-    if extra:
-        problems.append(f"{len(extra)} unexpected ({', '.join(extra[:4])}{'...' if len(extra) > 4 else ''})")
-    if shapes:
-        k = shapes[0]
-        problems.append(f"{len(shapes)} of the wrong shape ({k}: {tuple(sd[k].shape)}, expected {expected[k]})")
-    if problems:
-        raise ArtifactError(f"the weights do not fit a StyleGAN2 generator at {cfg.resolution} px: " + "; ".join(problems))
-    return {"keys": len(expected), "matched": len(expected), "missing": [], "unexpected": [], "wrong_shape": []}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def build_checked(sd: dict[str, torch.Tensor], cfg: StyleGAN2Config, **kwargs: Any) -> tuple[StyleGAN2Generator, dict[str, Any]]:
+    """The generator of `cfg` with `sd` loaded, every key and shape checked (`weights.load_into`, strict):
+    anything missing, left over or misshapen is refused, naming it."""
+    G = StyleGAN2Generator(cfg, **kwargs)
+    try:
+        report = load_into(G, sd, strict=True)
+    except ArtifactError as exc:
+        raise ArtifactError(f"the weights do not fit a StyleGAN2 generator at {cfg.resolution} px: {exc}") from None
+    return G.eval(), report.to_dict()
 
 
 def import_stylegan2(path: Path | str, out: Path | str, conv_clamp: float | None = None) -> Path:
     """Write the calor prior artifact of a StyleGAN2 generator file to `out` (atomic); see the module docstring."""
     path = Path(path)
     sd, cfg, info = read_stylegan2(path, conv_clamp)
-    report = check_keys(sd, cfg)
-    tensors = {k: v.detach().float().contiguous().clone() for k, v in sd.items()}
-    meta = {"schema": IMPORT_SCHEMA, "kind": KIND, "config": cfg.to_dict(), "num_ws": StyleGAN2Generator(cfg).num_ws,
-            "source": {"file": path.name, "sha256": sha256_file(path), **info}, "key_report": report}
-    return save_artifact(Path(out), tensors, meta)
+    G, report = build_checked(sd, cfg)
+    meta = {"schema": IMPORT_SCHEMA, "kind": KIND, "config": cfg.to_dict(), "num_ws": G.num_ws,
+            "source": {"file": path.name, "sha256": file_digest(path), **info}, "key_report": report}
+    return save_artifact(Path(out), G.state_dict(), meta)
 
 
 def load_stylegan2(path: Path | str, **kwargs: Any) -> StyleGAN2Generator:
@@ -315,7 +297,4 @@ def load_stylegan2(path: Path | str, **kwargs: Any) -> StyleGAN2Generator:
         tensors = {k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")}
     else:
         raise ArtifactError(f"{path}: not a {KIND} prior (neither imported by `calor prior import` nor trained with prior.kind: {KIND})")
-    check_keys(tensors, cfg)
-    G = StyleGAN2Generator(cfg, **kwargs)
-    G.load_state_dict(tensors)
-    return G.eval()
+    return build_checked(tensors, cfg, **kwargs)[0]

@@ -44,6 +44,8 @@ def build_networks(spec: PriorSpec, resolution: int, channels: int) -> tuple[Sty
 
 def _mixed_ws(G: StyleGAN2Generator, z: torch.Tensor, z2: torch.Tensor, mix: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
     ws = G.mapping(z, update_w_avg=True)
+    if not bool(mix.any()):  # no image mixes: the second mapping would be thrown away
+        return ws
     ws2 = G.mapping(z2)
     layer = torch.arange(G.num_ws).view(1, -1, 1)
     take = (mix.view(-1, 1, 1) & (layer >= cut.view(-1, 1, 1)))
