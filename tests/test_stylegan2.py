@@ -212,7 +212,7 @@ def test_every_refusal_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
     with open(tmp_path / "nog.pkl", "wb") as fh:
         pickle.dump({"G": 1}, fh)
     (tmp_path / "junk.pkl").write_bytes(b"\x80\x04not a pickle")
-    for f, message in (("nog.pkl", "no 'G_ema'"), ("junk.pkl", "not a readable pickle"), ("gone.pkl", "does not exist")):
+    for f, message in (("nog.pkl", "no 'G_ema'"), ("junk.pkl", "a damaged pickle"), ("gone.pkl", "does not exist")):
         assert main(["prior", "import", str(tmp_path / f), "--kind", "stylegan2", "--out", str(tmp_path / "x")]) == 2
         assert message in capsys.readouterr().err
 

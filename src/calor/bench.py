@@ -235,7 +235,7 @@ def _stored_rows(folder: Path) -> dict[str, dict[str, Any]]:
     for f in sorted(Path(folder).glob("*.json")):
         try:
             rows[f.stem] = json.loads(f.read_text())
-        except (json.JSONDecodeError, OSError):
+        except (ValueError, OSError):  # torn JSON, or bytes that are not UTF-8
             continue
     return rows
 

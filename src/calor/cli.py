@@ -336,11 +336,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     plan_file = out / "plan.json"
     if not plan_file.is_file():
         raise ArtifactError(f"{out}: no plan.json — not a `calor bench` output directory")
+    from .filekinds import describe, read_small_text
+
     try:
-        saved = json.loads(plan_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{plan_file}: corrupt JSON ({exc})") from None
-    scenario = from_dict(Scenario, saved["scenario_config"], "plan.json scenario")
+        saved = json.loads(read_small_text(plan_file, "bench plan", ArtifactError))
+        scenario = from_dict(Scenario, saved["scenario_config"], "plan.json scenario")
+        saved["cells"] = list(saved["cells"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{plan_file}: {describe(plan_file)}, not the plan a `calor bench` writes ({type(exc).__name__} {exc})") from None
     done = finished_cells(out)
     if args.all:
         same = [r for r in done.values() if r.get("scenario_config") == saved["scenario_config"]]
@@ -506,11 +509,15 @@ def _user_model(args: argparse.Namespace, scenario: Any, checkpoint: str | None 
     if record_file.is_file():
         from .harden import restore_head
 
+        from .filekinds import describe, read_small_text
+
+        text = read_small_text(record_file, "harden record", ArtifactError)
         try:
-            record = json.loads(record_file.read_text())["record"]
-            restore_head(model, record["layer"], int(record["rank"]), record.get("activation", "tanh"))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ArtifactError(f"{record_file}: not a `calor harden` record ({exc})") from None
+            record = json.loads(text)["record"]
+            restore_head(model, str(record["layer"]), int(record["rank"]), str(record.get("activation", "tanh")))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ArtifactError(f"{record_file}: {describe(record_file)}, not a `calor harden` record (the JSON written beside "
+                                f"a hardened checkpoint: {type(exc).__name__} {exc}); move it away to load the checkpoint as it is") from None
     state = load_weights(checkpoint)
     own = model.state_dict()
     missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]

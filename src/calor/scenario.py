@@ -15,6 +15,7 @@ import yaml
 
 from .config import from_dict, to_dict, with_overrides
 from .errors import ConfigError, collect
+from .filekinds import read_small_text
 
 MAX_RESOLUTION = 1024  # the field's protocols use 64-256 px; larger is a typo that would exhaust memory
 
@@ -317,9 +318,7 @@ def builtin_scenarios() -> list[str]:
 def _scenario_text(name_or_path: str | Path) -> str:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"scenario file {path} does not exist")
-        return path.read_text()
+        return read_small_text(path, "scenario file", ConfigError)
     name = str(name_or_path)
     if name not in builtin_scenarios():
         raise ConfigError(f"unknown scenario {name!r}; built-in: {', '.join(builtin_scenarios())}, or pass a YAML file")
@@ -357,4 +356,9 @@ def _scenario_data(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict
 def load_scenario(name_or_path: str | Path) -> Scenario:
     """Load a built-in scenario by name (`mnist`) or a YAML file by path; a file with `extends: NAME` is that
     scenario with the file's keys on top (mappings merged key by key)."""
-    return from_dict(Scenario, _scenario_data(name_or_path), f"scenario {name_or_path}")
+    try:
+        return from_dict(Scenario, _scenario_data(name_or_path), f"scenario {name_or_path}")
+    except ConfigError as exc:  # the validation of a nested block names the block, not the file it came from
+        if str(name_or_path) in str(exc):
+            raise
+        raise ConfigError(f"{name_or_path}: {exc}") from None

@@ -34,6 +34,7 @@ import torch
 
 from .artifacts import save_artifact
 from .errors import ArtifactError
+from .filekinds import describe, sniff
 from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 from .weights import file_digest, load_into, load_weights
 
@@ -191,13 +192,15 @@ def config_from_kwargs(kw: dict[str, Any]) -> StyleGAN2Config:
 
 def read_pickle(path: Path) -> tuple[dict[str, torch.Tensor], StyleGAN2Config, dict[str, Any]]:
     """G_ema's tensors and config from an NVIDIA pickle, read by `InertUnpickler`."""
+    if sniff(path) != "pickle":
+        raise ArtifactError(f"{path}: {describe(path)}, not a network pickle (expected an NVIDIA network-snapshot .pkl)")
     try:
         with open(path, "rb") as fh:
             data = InertUnpickler(fh).load()
     except ArtifactError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
-        raise ArtifactError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # a damaged pickle fails in the opcode reader with KeyError, struct.error, EOFError...
+        raise ArtifactError(f"{path}: a damaged pickle ({type(exc).__name__}: {str(exc)[:160]})") from None
     if not isinstance(data, dict) or "G_ema" not in data:
         keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise ArtifactError(f"{path}: no 'G_ema' in the pickle (found {keys}): not a StyleGAN2 network snapshot")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import pickle
+import pickletools
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -20,10 +21,12 @@ from typing import Any, Mapping
 
 import torch
 from torch import nn
-from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .errors import ArtifactError
+from .filekinds import describe, sniff
+
+EXPECTED = "a .safetensors file or a PyTorch state dict written by torch.save (.pt, .pth, .bin)"
 
 # Keys under which training scripts commonly nest a state dict inside a checkpoint.
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
@@ -36,24 +39,37 @@ def load_weights(path: Path | str) -> dict[str, torch.Tensor]:
 
     Raises ArtifactError naming the file when it is missing, corrupt, or needs code to be loaded."""
     path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: weights file does not exist")
-    if path.suffix == ".safetensors":
+    kind = sniff(path)
+    if kind in ("missing", "directory"):
+        raise ArtifactError(f"{path}: weights file does not exist" if kind == "missing" else f"{path}: a directory, not a weights file")
+    if kind == "safetensors":
         try:
             return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ArtifactError(f"{path}: corrupt safetensors file ({exc})") from None
+        except Exception as exc:  # the Rust reader's errors (header too large, truncated, bad dtype) have no common type
+            raise ArtifactError(f"{path}: corrupt safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if kind not in ("zip", "pickle") or path.suffix == ".safetensors":
+        raise ArtifactError(f"{path}: {describe(path)}, not a weights file; expected {EXPECTED}")
     try:
         with warnings.catch_warnings():  # "pickle protocol N": irrelevant to the user, the loader still refuses code
             warnings.simplefilter("ignore", UserWarning)
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f" (it references {found.group(1)})" if found else ""
+        refs = [] if found or kind != "pickle" else _pickle_globals(path)
+        if refs:
+            raise ArtifactError(f"{path}: refused to load: the file holds objects other than tensors and could run code when "
+                                f"unpickled (it references {', '.join(refs[:3])}); export a plain state dict or safetensors") from None
+        if not found:
+            op = re.search(r"Unsupported operand (\d+)", str(exc))
+            if op:  # pickle.dump's protocol-4/5 framing, which torch's restricted reader does not implement
+                raise ArtifactError(f"{path}: a pickle the weights-only reader cannot read (opcode {op.group(1)}; not written by "
+                                    "torch.save); re-save the state dict with torch.save or safetensors") from None
+            raise ArtifactError(f"{path}: corrupt pickle data ({describe(path)}) that the weights-only reader refuses") from None
         raise ArtifactError(f"{path}: refused to load: the file holds objects other than tensors and could run code when "
-                            f"unpickled{what}; export a plain state dict or safetensors") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ArtifactError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                            f"unpickled (it references {found.group(1)}); export a plain state dict or safetensors") from None
+    except Exception as exc:  # torch's readers raise KeyError, IndexError, RuntimeError... on malformed files
+        detail = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise ArtifactError(f"{path}: {describe(path)} that is not a readable PyTorch checkpoint ({type(exc).__name__}: {detail})") from None
     for key in NESTED_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -66,6 +82,25 @@ def load_weights(path: Path | str) -> dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
+
+
+def _pickle_globals(path: Path, limit: int = 1 << 26) -> list[str]:
+    """The classes and functions a plain pickle names (GLOBAL / STACK_GLOBAL), read opcode by opcode without
+    executing any: how a refusal can say what a protocol-4 pickle, which torch's reader stops at, would import."""
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as fh:
+            for op, arg, _ in pickletools.genops(fh.read(limit)):
+                if op.name == "GLOBAL" and isinstance(arg, str):
+                    names.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # a damaged pickle: report what was read before the damage
+        pass
+    return list(dict.fromkeys(names))
 
 
 def file_digest(path: Path | str) -> str:

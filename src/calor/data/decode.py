@@ -69,6 +69,7 @@ def list_images(directory: Path) -> list[Path]:
 
 def _decode_one(path: Path, decode: Decode, mode: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
+    from PIL.Image import DecompressionBombError
 
     try:
         with Image.open(path) as im:
@@ -82,17 +83,18 @@ def _decode_one(path: Path, decode: Decode, mode: str) -> np.ndarray:
             if side != decode.resolution:
                 im = im.resize((decode.resolution, decode.resolution), Image.Resampling.BILINEAR, reducing_gap=None)
             return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, DecompressionBombError, OSError, SyntaxError, ValueError) as exc:  # ValueError: e.g. a bad mode
         raise DataError(f"{path}: cannot decode image ({exc})") from None
 
 
 def _image_mode(path: Path) -> str:
     from PIL import Image, UnidentifiedImageError
+    from PIL.Image import DecompressionBombError
 
     try:
         with Image.open(path) as im:
             return "L" if im.mode in ("1", "L", "I;16", "I") else "RGB"
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot decode image ({exc})") from None
 
 
