@@ -507,9 +507,8 @@ def _user_model(args: argparse.Namespace, scenario: Any, checkpoint: str | None 
     checkpoint = checkpoint or args.checkpoint
     record_file = Path(checkpoint).with_suffix(".json")
     if record_file.is_file():
-        from .harden import restore_head
-
         from .filekinds import describe, read_small_text
+        from .harden import restore_head
 
         text = read_small_text(record_file, "harden record", ArtifactError)
         try:
