@@ -55,18 +55,15 @@ def load_weights(path: Path | str) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        refs = [] if found or kind != "pickle" else _pickle_globals(path)
+        refs = [found.group(1)] if found else _pickle_globals(path) if kind == "pickle" else []
         if refs:
             raise ArtifactError(f"{path}: refused to load: the file holds objects other than tensors and could run code when "
                                 f"unpickled (it references {', '.join(refs[:3])}); export a plain state dict or safetensors") from None
-        if not found:
-            op = re.search(r"Unsupported operand (\d+)", str(exc))
-            if op:  # pickle.dump's protocol-4/5 framing, which torch's restricted reader does not implement
-                raise ArtifactError(f"{path}: a pickle the weights-only reader cannot read (opcode {op.group(1)}; not written by "
-                                    "torch.save); re-save the state dict with torch.save or safetensors") from None
-            raise ArtifactError(f"{path}: corrupt pickle data ({describe(path)}) that the weights-only reader refuses") from None
-        raise ArtifactError(f"{path}: refused to load: the file holds objects other than tensors and could run code when "
-                            f"unpickled (it references {found.group(1)}); export a plain state dict or safetensors") from None
+        op = re.search(r"Unsupported operand (\d+)", str(exc))
+        if op:  # pickle.dump's protocol-4/5 framing, which torch's restricted reader does not implement
+            raise ArtifactError(f"{path}: a pickle the weights-only reader cannot read (opcode {op.group(1)}; not written by "
+                                "torch.save); re-save the state dict with torch.save or safetensors") from None
+        raise ArtifactError(f"{path}: corrupt pickle data ({describe(path)}) that the weights-only reader refuses") from None
     except Exception as exc:  # torch's readers raise KeyError, IndexError, RuntimeError... on malformed files
         detail = str(exc).splitlines()[0][:160] if str(exc) else ""
         raise ArtifactError(f"{path}: {describe(path)} that is not a readable PyTorch checkpoint ({type(exc).__name__}: {detail})") from None
